@@ -1,0 +1,82 @@
+/** A pool of tfjs worker threads, one model copy each, fed batches as they free up. */
+import { Worker } from 'node:worker_threads';
+import { UserError } from '../pipeline/errors.js';
+import type { Engine, EngineOptions } from './engine.js';
+import type { WorkerReply, WorkerRequest, WorkerSetup } from './tfjs-worker.js';
+
+interface Job {
+  id: number;
+  pixels: Uint8Array;
+  count: number;
+  resolve: (features: Float32Array) => void;
+  reject: (error: Error) => void;
+}
+
+export async function startTfjsEngine({ weights, backend, size, batchSize }: EngineOptions): Promise<Engine> {
+  const setup: WorkerSetup = {
+    backend: backend.backend,
+    alpha: weights.arch.alpha,
+    layers: [...weights.layers],
+    height: size.height,
+    width: size.width,
+    batchSize,
+  };
+  const workers = await Promise.all(Array.from({ length: backend.workers }, () => startWorker(setup)));
+  const idle = [...workers];
+  const queue: Job[] = [];
+  const running = new Map<Worker, Job>();
+  let nextId = 0;
+
+  const dispatch = () => {
+    while (idle.length && queue.length) {
+      const worker = idle.pop()!;
+      const job = queue.shift()!;
+      running.set(worker, job);
+      worker.postMessage({ id: job.id, pixels: job.pixels, count: job.count } satisfies WorkerRequest);
+    }
+  };
+  for (const worker of workers) {
+    worker.on('message', (reply: WorkerReply) => {
+      const job = running.get(worker);
+      if (!job || (reply.type !== 'features' && reply.type !== 'error')) return;
+      running.delete(worker);
+      idle.push(worker);
+      if (reply.type === 'features') job.resolve(reply.features);
+      else job.reject(new Error(`backbone failed: ${reply.message}`));
+      dispatch();
+    });
+    worker.on('error', (error) => {
+      const job = running.get(worker);
+      running.delete(worker);
+      job?.reject(new Error(`backbone worker crashed: ${error.message}`));
+    });
+  }
+
+  return {
+    parallelism: workers.length,
+    run(pixels, count) {
+      return new Promise((resolve, reject) => {
+        queue.push({ id: nextId++, pixels, count, resolve, reject });
+        dispatch();
+      });
+    },
+    async close() {
+      await Promise.all(workers.map((worker) => worker.terminate()));
+    },
+  };
+}
+
+function startWorker(setup: WorkerSetup): Promise<Worker> {
+  const worker = new Worker(new URL('./tfjs-worker.js', import.meta.url), { workerData: setup });
+  return new Promise((resolve, reject) => {
+    const fail = (message: string) => {
+      void worker.terminate();
+      reject(new UserError(`backend ${setup.backend} failed to start: ${message}`));
+    };
+    worker.once('message', (reply: WorkerReply) => {
+      if (reply.type === 'ready') resolve(worker);
+      else fail(reply.type === 'failed' ? reply.message : `unexpected ${reply.type}`);
+    });
+    worker.once('error', (error) => fail(error.message));
+  });
+}

@@ -1,0 +1,16 @@
+/** The facts a benchmark number is meaningless without. */
+import { cpus, totalmem, release } from 'node:os';
+
+export function describeMachine(): string {
+  const cpu = cpus();
+  return [
+    `machine: ${cpu.length} x ${cpu[0]?.model.trim() ?? 'unknown cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`,
+    `node ${process.version}, linux ${release()}, ${new Date().toISOString()}`,
+  ].join('\n');
+}
+
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}

@@ -1,0 +1,20 @@
+/**
+ * `npm run bench`: every benchmark of the project, one after another (never two at once:
+ * they would share the 2 cores). `npm run bench -- NAME...` runs only those.
+ */
+import { describeMachine } from './machine.js';
+
+interface Benchmark {
+  readonly name: string;
+  readonly run: () => Promise<void>;
+}
+
+const BENCHMARKS: Benchmark[] = [];
+
+const only = process.argv.slice(2);
+console.log(describeMachine());
+for (const bench of BENCHMARKS) {
+  if (only.length && !only.includes(bench.name)) continue;
+  console.log(`\n== ${bench.name} ==`);
+  await bench.run();
+}

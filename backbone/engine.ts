@@ -4,7 +4,8 @@
  */
 import type { InputSize } from './preprocessing.js';
 import type { BackboneWeights } from './weights.js';
-import type { ResolvedBackend } from '../pipeline/backend.js';
+import type { Backend, ResolvedBackend, TfjsBackend } from '../pipeline/backend.js';
+import { startOnnxEngine } from './onnx-engine.js';
 import { startTfjsEngine } from './tfjs-engine.js';
 
 export interface Engine {
@@ -15,13 +16,15 @@ export interface Engine {
   close(): Promise<void>;
 }
 
-export interface EngineOptions {
+export interface EngineOptions<B extends Backend = Backend> {
   readonly weights: BackboneWeights;
-  readonly backend: ResolvedBackend;
+  readonly backend: ResolvedBackend<B>;
   readonly size: InputSize;
   readonly batchSize: number;
 }
 
 export function startEngine(options: EngineOptions): Promise<Engine> {
-  return startTfjsEngine(options);
+  return runsOnTfjs(options) ? startTfjsEngine(options) : startOnnxEngine(options);
 }
+
+const runsOnTfjs = (options: EngineOptions): options is EngineOptions<TfjsBackend> => options.backend.backend !== 'onnx';

@@ -1,6 +1,7 @@
 /** A pool of tfjs worker threads, one model copy each, fed batches as they free up. */
 import { Worker } from 'node:worker_threads';
 import { UserError } from '../pipeline/errors.js';
+import type { TfjsBackend } from '../pipeline/backend.js';
 import type { Engine, EngineOptions } from './engine.js';
 import type { WorkerReply, WorkerRequest, WorkerSetup } from './tfjs-worker.js';
 
@@ -12,7 +13,7 @@ interface Job {
   reject: (error: Error) => void;
 }
 
-export async function startTfjsEngine({ weights, backend, size, batchSize }: EngineOptions): Promise<Engine> {
+export async function startTfjsEngine({ weights, backend, size, batchSize }: EngineOptions<TfjsBackend>): Promise<Engine> {
   const setup: WorkerSetup = {
     backend: backend.backend,
     alpha: weights.arch.alpha,

@@ -4,13 +4,13 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs';
-import { activateBackend, type Backend } from '../pipeline/backend.js';
+import { activateBackend, type TfjsBackend } from '../pipeline/backend.js';
 import { mobilenetV2 } from './mobilenetv2.js';
 import { createTfjsBackbone } from './tfjs-backbone.js';
 import type { ConvWeights } from './weights.js';
 
 export interface WorkerSetup {
-  backend: Backend;
+  backend: TfjsBackend;
   alpha: number;
   layers: [string, ConvWeights][];
   height: number;

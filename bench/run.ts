@@ -2,6 +2,7 @@
  * `npm run bench`: every benchmark of the project, one after another (never two at once:
  * they would share the 2 cores). `npm run bench -- NAME...` runs only those.
  */
+import { run as engines } from './extract-engines.js';
 import { describeMachine } from './machine.js';
 
 interface Benchmark {
@@ -9,7 +10,7 @@ interface Benchmark {
   readonly run: () => Promise<void>;
 }
 
-const BENCHMARKS: Benchmark[] = [];
+const BENCHMARKS: Benchmark[] = [{ name: 'engines', run: engines }];
 
 const only = process.argv.slice(2);
 console.log(describeMachine());

@@ -1,3 +1,3 @@
 #!/usr/bin/env node
 // The CLI is written in TypeScript and compiled to dist/ by `npm ci` (the prepare script).
-import '../dist/pipeline/cli.js';
+import '../dist/pipeline/main.js';

@@ -5,28 +5,33 @@
  *   tensorflow @tensorflow/tfjs-node (libtensorflow on the CPU), if the user installed it
  *   wasm       @tensorflow/tfjs-backend-wasm (XNNPACK, SIMD), always installed
  *   cpu        tfjs' pure-JavaScript kernels: slow, a last resort
+ * onnx is the one engine outside tfjs: onnxruntime-node runs the same network, built as
+ * an ONNX graph from the same weights (backbone/onnx-graph.ts).
  * Asking for one that cannot load is an error, never a silent fallback.
  */
 import { cpus } from 'node:os';
 import { UserError, messageOf } from './errors.js';
 
-export const BACKENDS = ['auto', 'gpu', 'tensorflow', 'wasm', 'cpu'] as const;
+export const BACKENDS = ['auto', 'gpu', 'tensorflow', 'onnx', 'wasm', 'cpu'] as const;
 export type BackendRequest = (typeof BACKENDS)[number];
 export type Backend = Exclude<BackendRequest, 'auto'>;
+/** The backends tfjs runs, and so the only ones activateBackend accepts. */
+export type TfjsBackend = Exclude<Backend, 'onnx'>;
 
-/** The npm package that provides each backend, and the tfjs backend name it registers. */
-const PROVIDERS: Record<Backend, { module: string | null; tfjsName: string }> = {
+/** The npm package that provides each backend, and the tfjs backend name it registers (none for onnx). */
+const PROVIDERS: { [B in Backend]: { module: string | null; tfjsName: B extends TfjsBackend ? string : null } } = {
   gpu: { module: '@tensorflow/tfjs-node-gpu', tfjsName: 'tensorflow' },
   tensorflow: { module: '@tensorflow/tfjs-node', tfjsName: 'tensorflow' },
+  onnx: { module: 'onnxruntime-node', tfjsName: null },
   wasm: { module: '@tensorflow/tfjs-backend-wasm', tfjsName: 'wasm' },
   cpu: { module: null, tfjsName: 'cpu' },
 };
 
-export interface ResolvedBackend {
-  readonly backend: Backend;
+export interface ResolvedBackend<B extends Backend = Backend> {
+  readonly backend: B;
   /** Why this backend was chosen, printed for the user. */
   readonly reason: string;
-  /** Model copies run in parallel: wasm is single-threaded per instance, libtensorflow threads itself. */
+  /** Model copies run in parallel: wasm is single-threaded per instance, libtensorflow and ORT thread themselves. */
   readonly workers: number;
 }
 
@@ -36,7 +41,7 @@ async function loadProvider(backend: Backend): Promise<void> {
 }
 
 /** Imports the provider and switches tfjs to it, in whichever thread calls it. */
-export async function activateBackend(tf: typeof import('@tensorflow/tfjs'), backend: Backend): Promise<void> {
+export async function activateBackend(tf: typeof import('@tensorflow/tfjs'), backend: TfjsBackend): Promise<void> {
   await loadProvider(backend);
   const ok = await tf.setBackend(PROVIDERS[backend].tfjsName);
   if (!ok) throw new UserError(`backend ${backend} registered but failed to initialise`);
@@ -57,7 +62,7 @@ export async function resolveBackend(request: BackendRequest): Promise<ResolvedB
     return { backend: request, reason: 'requested with --backend', workers: workersFor(request) };
   }
   const passedOver: string[] = [];
-  for (const backend of ['gpu', 'tensorflow', 'wasm'] as const) {
+  for (const backend of ['gpu', 'tensorflow', 'onnx', 'wasm'] as const) {
     try {
       await loadProvider(backend);
       const reason = passedOver.length ? `auto: ${passedOver.join('; ')}` : `auto: ${PROVIDERS[backend].module} loaded`;

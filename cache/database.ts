@@ -1,0 +1,123 @@
+/**
+ * The project's one SQLite file. This folder owns every SQL statement; the rest of the
+ * code calls the typed functions in cache/*.ts.
+ *
+ * WAL + synchronous=NORMAL: a committed transaction survives the process being killed at
+ * any moment (only a power cut can lose the last few). busy_timeout lets two processes
+ * share the file: a writer waits for the other instead of failing.
+ */
+import Database from 'better-sqlite3';
+import { closeSync, existsSync, mkdirSync, openSync, readSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { UserError, messageOf } from '../pipeline/errors.js';
+
+export type Db = Database.Database;
+
+const SCHEMA_VERSION = 1;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS feature_sets (
+  id TEXT PRIMARY KEY,
+  model_source TEXT NOT NULL,
+  weights_sha256 TEXT NOT NULL,
+  architecture TEXT NOT NULL,
+  alpha REAL NOT NULL,
+  height INTEGER NOT NULL,
+  width INTEGER NOT NULL,
+  resize TEXT NOT NULL,
+  preprocessing TEXT NOT NULL,
+  backend TEXT NOT NULL,
+  dim INTEGER NOT NULL,
+  created_at TEXT NOT NULL
+);
+-- Keyed by content, so a renamed or copied image is never extracted twice.
+CREATE TABLE IF NOT EXISTS features (
+  feature_set TEXT NOT NULL REFERENCES feature_sets(id),
+  sha256 TEXT NOT NULL,
+  vector BLOB NOT NULL,
+  PRIMARY KEY (feature_set, sha256)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS failures (
+  feature_set TEXT NOT NULL REFERENCES feature_sets(id),
+  sha256 TEXT NOT NULL,
+  path TEXT NOT NULL,
+  error TEXT NOT NULL,
+  PRIMARY KEY (feature_set, sha256)
+) WITHOUT ROWID;
+-- The dataset as the last extract saw it: which file has which label, split and content.
+CREATE TABLE IF NOT EXISTS dataset_items (
+  feature_set TEXT NOT NULL REFERENCES feature_sets(id),
+  path TEXT NOT NULL,
+  label TEXT NOT NULL,
+  split TEXT,
+  sha256 TEXT NOT NULL,
+  PRIMARY KEY (feature_set, path)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS extract_runs (
+  id INTEGER PRIMARY KEY,
+  feature_set TEXT NOT NULL REFERENCES feature_sets(id),
+  dataset_root TEXT NOT NULL,
+  started_at TEXT NOT NULL,
+  finished_at TEXT,
+  status TEXT NOT NULL,
+  images INTEGER NOT NULL,
+  extracted INTEGER NOT NULL DEFAULT 0,
+  failed INTEGER NOT NULL DEFAULT 0,
+  seconds REAL,
+  images_per_second REAL
+);
+`;
+
+export interface OpenOptions {
+  readonly readonly?: boolean;
+}
+
+/** Opens (creating if needed) the cache database; one-line errors for files that cannot serve. */
+export function openDatabase(file: string, options: OpenOptions = {}): Db {
+  const path = resolve(file);
+  if (options.readonly && !existsSync(path)) {
+    throw new UserError(`no cache database at ${path} (--db / cache.db): run \`pipeline extract\` first`);
+  }
+  if (existsSync(path) && !looksLikeSqlite(path)) {
+    throw new UserError(`${path} is not a SQLite database (--db / cache.db)`);
+  }
+  let db: Db;
+  try {
+    if (!options.readonly) mkdirSync(dirname(path), { recursive: true });
+    db = new Database(path, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false });
+    db.pragma('busy_timeout = 15000');
+    if (!options.readonly) {
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+      db.pragma('foreign_keys = ON');
+      migrate(db);
+    }
+  } catch (error) {
+    if (error instanceof UserError) throw error;
+    throw new UserError(`cannot open cache database ${path}: ${messageOf(error)}`);
+  }
+  return db;
+}
+
+function looksLikeSqlite(path: string): boolean {
+  const header = Buffer.alloc(16);
+  const fd = openSync(path, 'r');
+  try {
+    const read = readSync(fd, header, 0, 16, 0);
+    return read === 0 || header.toString('latin1') === 'SQLite format 3\u0000';
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function migrate(db: Db): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version > SCHEMA_VERSION) {
+    throw new UserError(`cache database was written by a newer pipeline (schema ${version} > ${SCHEMA_VERSION})`);
+  }
+  if (version === SCHEMA_VERSION) return;
+  db.transaction(() => {
+    db.exec(SCHEMA);
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  }).immediate();
+}

@@ -1,0 +1,158 @@
+/**
+ * The `pipeline` command line. Each command loads the configuration (defaults < file <
+ * flags), calls one stage, and prints what a person needs. A UserError becomes one line
+ * on stderr and exit code 1.
+ */
+import yargs, { type Argv } from 'yargs';
+import { openDatabase } from '../cache/database.js';
+import { listFailures, listFeatureSets } from '../cache/features.js';
+import { exportFeatures } from '../stages/export-features.js';
+import { runExtract } from '../stages/extract.js';
+import { BACKENDS } from './backend.js';
+import { type ConfigFlags, loadConfig } from './config.js';
+import { UserError } from './errors.js';
+import { selectFeatureSet } from './select.js';
+import { onInterrupt } from './interrupt.js';
+
+const positiveInt = (name: string) => (value: unknown) => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new UserError(`--${name} must be a positive integer, got ${JSON.stringify(value)}`);
+  return n;
+};
+
+/** Flags every command that touches the cache understands. */
+function withCacheFlags<T>(args: Argv<T>) {
+  return args
+    .option('config', { type: 'string', describe: 'YAML config file (default: ./config.yaml if present)' })
+    .option('db', { type: 'string', describe: 'SQLite cache file (cache.db)' });
+}
+
+/** Flags of the extraction engine and input. */
+function withExtractFlags<T>(args: Argv<T>) {
+  return withCacheFlags(args)
+    .option('data', { type: 'string', describe: 'dataset folder, one subfolder per class (dataset.root)' })
+    .option('splits', { type: 'string', describe: 'folder with TrashNet-style split lists (dataset.splits)' })
+    .option('model', { type: 'string', describe: 'TF.js layers model.json, path or URL (model.weights)' })
+    .option('size', { type: 'string', describe: 'input size HxW, e.g. 224x224 or 384x512 (model.size)' })
+    .option('resize', { type: 'string', describe: 'fill | cover (model.resize)' })
+    .option('backend', { type: 'string', choices: BACKENDS, describe: 'engine (engine.backend)' })
+    .option('batch', { type: 'string', coerce: positiveInt('batch'), describe: 'images per engine call (engine.batch)' })
+    .option('concurrency', { type: 'string', coerce: positiveInt('concurrency'), describe: 'images decoded at once (engine.concurrency)' });
+}
+
+const configOf = (argv: ConfigFlags & { config?: string }) => loadConfig(argv.config, argv);
+
+const say = (line: string): void => void process.stdout.write(`${line}\n`);
+
+async function extractCommand(argv: ConfigFlags & { config?: string }) {
+  const config = configOf(argv);
+  const interrupt = onInterrupt('stopping after the batches in flight are saved (Ctrl-C again to quit at once)');
+  try {
+    const summary = await runExtract({
+      dataset: config.dataset,
+      model: config.model,
+      db: config.cache.db,
+      backend: config.engine.backend,
+      batch: config.engine.batch,
+      concurrency: config.engine.concurrency,
+      shouldStop: interrupt.requested,
+    });
+    const rate = summary.seconds > 0 ? summary.extracted / summary.seconds : 0;
+    say(
+      `${summary.interrupted ? 'interrupted' : 'done'}: ${summary.images} images, ${summary.cached} already cached, ` +
+        `${summary.extracted} extracted in ${summary.seconds.toFixed(1)} s (${rate.toFixed(1)} images/s), ${summary.failures.length} failed`,
+    );
+    for (const failure of summary.failures.slice(0, 5)) say(`  failed: ${failure.path}: ${failure.error}`);
+    if (summary.failures.length > 5) say(`  ... and ${summary.failures.length - 5} more (pipeline cache --failures)`);
+    say(`feature set ${summary.featureSet.id} in ${config.cache.db}`);
+    if (summary.interrupted) {
+      say('rerun the same command to extract the rest');
+      process.exitCode = 130;
+    }
+  } finally {
+    interrupt.dispose();
+  }
+}
+
+function cacheCommand(argv: { config?: string; db?: string; failures?: boolean; 'feature-set'?: string }) {
+  const config = configOf(argv);
+  const db = openDatabase(config.cache.db, { readonly: true });
+  try {
+    const sets = listFeatureSets(db);
+    if (sets.length === 0) return say(`${config.cache.db}: no feature sets yet (run \`pipeline extract\`)`);
+    say(`${config.cache.db}:`);
+    for (const set of sets) {
+      say(
+        `  ${set.id}  MobileNetV2 alpha ${set.alpha}  ${set.height}x${set.width} ${set.resize}  ${set.backend}  ` +
+          `${set.features} vectors for ${set.images} images, ${set.failures} failures  created ${set.createdAt}`,
+      );
+      say(`      model ${set.modelSource}`);
+    }
+    if (argv.failures) {
+      const set = selectFeatureSet(db, argv['feature-set']);
+      for (const failure of listFailures(db, set.id)) say(`  ${failure.path}: ${failure.error}`);
+    }
+  } finally {
+    db.close();
+  }
+}
+
+async function exportFeaturesCommand(argv: { config?: string; db?: string; out: string; 'feature-set'?: string }) {
+  const config = configOf(argv);
+  const db = openDatabase(config.cache.db, { readonly: true });
+  try {
+    const set = selectFeatureSet(db, argv['feature-set']);
+    const result = await exportFeatures(db, set, argv.out);
+    say(`wrote ${result.rows} x ${result.dim} features of ${set.id}: ${result.files.join(', ')}`);
+  } finally {
+    db.close();
+  }
+}
+
+export function buildCli(args: string[]) {
+  return yargs(args)
+    .scriptName('pipeline')
+    .usage('$0 <command> [options]\n\nTransfer learning with cached embeddings: extract once, sweep heads in seconds.')
+    .command('extract', 'run the frozen MobileNetV2 once and cache its features in SQLite', withExtractFlags, extractCommand)
+    .command(
+      'cache',
+      'list the feature sets in the cache',
+      (a) =>
+        withCacheFlags(a)
+          .option('failures', { type: 'boolean', describe: 'also list the files that failed' })
+          .option('feature-set', { type: 'string', describe: 'feature set id (with --failures)' }),
+      (argv) => cacheCommand(argv),
+    )
+    .command(
+      'export-features',
+      'write features.npy and index.csv for use from Python',
+      (a) =>
+        withCacheFlags(a)
+          .option('out', { type: 'string', demandOption: true, describe: 'output folder' })
+          .option('feature-set', { type: 'string', describe: 'feature set id (default: the only one)' }),
+      (argv) => exportFeaturesCommand(argv),
+    )
+    .demandCommand(1, 'name a command: extract, cache, export-features')
+    .strict()
+    .help()
+    .alias('h', 'help')
+    .version(false)
+    .wrap(Math.min(110, process.stdout.columns ?? 110))
+    .fail((message, error) => {
+      throw error ?? new UserError(message.split('\n')[0]);
+    });
+}
+
+export async function main(args: string[]): Promise<number> {
+  try {
+    await buildCli(args).parseAsync();
+    return Number(process.exitCode ?? 0);
+  } catch (error) {
+    if (error instanceof UserError) {
+      process.stderr.write(`pipeline: ${error.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`pipeline: unexpected error: ${(error as Error).stack ?? String(error)}\n`);
+    return 2;
+  }
+}

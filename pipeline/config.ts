@@ -1,0 +1,201 @@
+/**
+ * Configuration: built-in defaults, overridden by the YAML file, overridden by flags.
+ * A file may hold only the sections it needs. Every error names the field and, for the
+ * file, its line and column: `config.yaml:7:11: model.size: ...`.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { LineCounter, isMap, isPair, isScalar, parseDocument, type Document } from 'yaml';
+import { z } from 'zod';
+import { type InputSize, RESIZE_MODES, type ResizeMode, parseSize } from '../backbone/preprocessing.js';
+import { BACKENDS, type BackendRequest } from './backend.js';
+import { UserError } from './errors.js';
+import { type SweepConfig, SweepSchema } from './sweep-config.js';
+
+/** Google's hosted Keras MobileNetV2 (alpha 1.0, no top) as a TF.js layers model. */
+export const DEFAULT_MODEL_URL =
+  'https://storage.googleapis.com/teachable-machine-models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.00_224_no_top/model.json';
+/** TrashNet's resized images, as published in the dataset's own repository. */
+export const DEFAULT_DATASET_URL = 'https://github.com/garythung/trashnet/raw/master/data/dataset-resized.zip';
+
+const sizeField = z.string().refine((s) => parseSize(s) !== undefined, {
+  message: 'expected HxW with both sides 32..4096, like 224x224 or 384x512',
+});
+
+const FileSchema = z
+  .object({
+    dataset: z
+      .object({
+        root: z.string().min(1),
+        url: z.url({ protocol: /^https?$/ }).nullable(),
+        sha256: z.string().regex(/^[0-9a-fA-F]{64}$/, 'expected 64 hex digits').nullable(),
+        splits: z.string().min(1).nullable(),
+      })
+      .strict()
+      .partial(),
+    model: z.object({ weights: z.string().min(1), size: sizeField, resize: z.enum(RESIZE_MODES) }).strict().partial(),
+    cache: z.object({ db: z.string().min(1) }).strict().partial(),
+    engine: z
+      .object({
+        backend: z.enum(BACKENDS),
+        batch: z.number().int().min(1).max(256),
+        concurrency: z.number().int().min(1).max(64),
+      })
+      .strict()
+      .partial(),
+    sweep: z.unknown(),
+  })
+  .strict()
+  .partial();
+
+type FileConfig = z.output<typeof FileSchema>;
+
+export interface PipelineConfig {
+  /** The file the settings came from, if any. */
+  readonly file: string | null;
+  readonly dataset: { root: string; url: string | null; sha256: string | null; splits: string | null };
+  readonly model: { weights: string; size: InputSize; resize: ResizeMode };
+  readonly cache: { db: string };
+  readonly engine: { backend: BackendRequest; batch: number; concurrency: number };
+  readonly sweep: SweepConfig;
+}
+
+/** Command-line flags that override the file (undefined = not given). */
+export interface ConfigFlags {
+  data?: string;
+  splits?: string;
+  model?: string;
+  size?: string;
+  resize?: string;
+  db?: string;
+  backend?: string;
+  batch?: number;
+  concurrency?: number;
+}
+
+const DEFAULTS = {
+  dataset: { root: 'data/trashnet', url: DEFAULT_DATASET_URL, sha256: null, splits: null },
+  model: { weights: DEFAULT_MODEL_URL, size: '384x512', resize: 'fill' as ResizeMode },
+  cache: { db: 'runs/pipeline.sqlite' },
+  engine: { backend: 'auto' as BackendRequest, batch: 8, concurrency: 4 },
+};
+
+/**
+ * Loads the configuration. `configPath` undefined means ./config.yaml if it exists, else
+ * the built-in defaults. Relative paths in the file are relative to the file's folder;
+ * relative paths in flags are relative to the working directory.
+ */
+export function loadConfig(configPath: string | undefined, flags: ConfigFlags = {}): PipelineConfig {
+  const file = configPath ?? (existsSync('config.yaml') ? 'config.yaml' : undefined);
+  const fromFile = file ? readConfigFile(file) : {};
+  const base = file ? dirname(resolve(file)) : process.cwd();
+  const inFile = (path: string) => (isUrl(path) || isAbsolute(path) ? path : resolve(base, path));
+  const fromCwd = (path: string) => (isUrl(path) ? path : resolve(path));
+
+  const dataset = { ...DEFAULTS.dataset, ...fromFile.dataset };
+  const model = { ...DEFAULTS.model, ...fromFile.model };
+  const cache = { ...DEFAULTS.cache, ...fromFile.cache };
+  const engine = { ...DEFAULTS.engine, ...fromFile.engine };
+  const sweep = parseSection(SweepSchema, fromFile.sweep ?? {}, file, 'sweep');
+
+  return {
+    file: file ? resolve(file) : null,
+    dataset: {
+      root: flags.data ? fromCwd(flags.data) : inFile(dataset.root),
+      url: dataset.url ?? null,
+      sha256: dataset.sha256?.toLowerCase() ?? null,
+      splits: flags.splits ? fromCwd(flags.splits) : dataset.splits ? inFile(dataset.splits) : null,
+    },
+    model: {
+      weights: flags.model ? fromCwd(flags.model) : inFile(model.weights),
+      size: parseSize(flag('--size', flags.size, sizeField) ?? model.size)!,
+      resize: flag('--resize', flags.resize, z.enum(RESIZE_MODES)) ?? model.resize,
+    },
+    cache: { db: flags.db ? fromCwd(flags.db) : inFile(cache.db) },
+    engine: {
+      backend: flag('--backend', flags.backend, z.enum(BACKENDS)) ?? engine.backend,
+      batch: flags.batch ?? engine.batch,
+      concurrency: flags.concurrency ?? engine.concurrency,
+    },
+    sweep,
+  };
+}
+
+const isUrl = (path: string) => /^https?:\/\//i.test(path);
+
+function flag<T>(name: string, value: string | undefined, schema: z.ZodType<T>): T | undefined {
+  if (value === undefined) return undefined;
+  const result = schema.safeParse(value);
+  if (!result.success) throw new UserError(`${name} ${JSON.stringify(value)}: ${result.error.issues[0].message}`);
+  return result.data;
+}
+
+function readConfigFile(file: string): FileConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    throw new UserError(`config file not found: ${file} (--config)`);
+  }
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  const syntax = doc.errors[0];
+  if (syntax) {
+    const pos = lines.linePos(syntax.pos[0]);
+    throw new UserError(`${file}:${pos.line}:${pos.col}: invalid YAML: ${syntax.message.split('\n')[0]}`);
+  }
+  const raw = doc.toJS() ?? {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${file}: expected a mapping of sections at the top level`);
+  fileDocuments.set(file, { doc, lines });
+  return parseSection(FileSchema, raw, file, '');
+}
+
+/** Parsed documents, so a section validated later can still point at its line. */
+const fileDocuments = new Map<string, { doc: Document; lines: LineCounter }>();
+
+function parseSection<S extends z.ZodType>(schema: S, value: unknown, file: string | undefined, section: string): z.output<S> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const path = [...(section ? [section] : []), ...issue.path.map(String)];
+  const unknownKey = issue.code === 'unrecognized_keys' ? issue.keys[0] : undefined;
+  const fieldPath = unknownKey ? [...path, unknownKey] : path;
+  const message = unknownKey ? `unknown key (allowed: ${allowedKeys(schema, issue.path.map(String))})` : issue.message;
+  const where = file ? `${file}:${locate(file, fieldPath, unknownKey !== undefined)}` : 'config';
+  throw new UserError(`${where}: ${fieldPath.join('.') || '(top level)'}: ${message}`);
+}
+
+function allowedKeys(schema: z.ZodType, path: string[]): string {
+  let node: unknown = schema;
+  for (const key of [...path]) node = unwrap(node)?.shape?.[key];
+  const shape = unwrap(node)?.shape;
+  return shape ? Object.keys(shape).join(', ') : '?';
+}
+
+/** Digs through Zod wrappers (optional, default, pipe/transform) to an object schema. */
+function unwrap(schema: unknown): { shape?: Record<string, unknown> } | undefined {
+  let current = schema as { def?: { innerType?: unknown; in?: unknown; schema?: unknown }; shape?: Record<string, unknown> } | undefined;
+  for (let i = 0; i < 8 && current && !current.shape; i++) {
+    current = (current.def?.innerType ?? current.def?.in ?? current.def?.schema) as typeof current;
+  }
+  return current;
+}
+
+/** "line:col" of a field in the YAML (the key for unknown keys, else the value). */
+function locate(file: string, path: string[], atKey: boolean): string {
+  const parsed = fileDocuments.get(file);
+  if (!parsed) return '1:1';
+  let node: unknown = parsed.doc.contents;
+  let offset = 0;
+  for (const key of path) {
+    if (!isMap(node)) break;
+    const pair = node.items.find((item) => isPair(item) && isScalar(item.key) && String(item.key.value) === key);
+    if (!pair || !isPair(pair)) break;
+    const keyRange = (pair.key as { range?: [number, number, number] }).range;
+    const valueRange = (pair.value as { range?: [number, number, number] } | null)?.range;
+    offset = (atKey || !valueRange ? keyRange?.[0] : valueRange[0]) ?? offset;
+    node = pair.value;
+  }
+  const pos = parsed.lines.linePos(offset);
+  return `${pos.line}:${pos.col}`;
+}

@@ -1,0 +1,112 @@
+/**
+ * The `sweep:` section of config.yaml, modelled on Weights & Biases sweep files:
+ * each parameter is `{value}`, `{values: [...]}` or `{distribution, min, max}`.
+ */
+import { z } from 'zod';
+
+const continuous = (name: string, check: (v: number) => boolean, rule: string) =>
+  z.number().refine(check, { message: `${name} must be ${rule}` });
+
+/** Every head parameter a sweep can vary, with the values it accepts. */
+export const PARAMETER_VALUES = {
+  dropout: continuous('dropout', (v) => v >= 0 && v < 1, '>= 0 and < 1'),
+  learning_rate: continuous('learning_rate', (v) => v > 0 && v < 10, '> 0 and < 10'),
+  epochs: z.number().int().min(1).max(10000),
+  batch_size: z.number().int().min(1).max(65536),
+  optimizer: z.enum(['adam', 'sgd', 'rmsprop']),
+  hidden_units: z.number().int().min(0).max(65536),
+  weight_decay: continuous('weight_decay', (v) => v >= 0 && v < 1, '>= 0 and < 1'),
+  label_smoothing: continuous('label_smoothing', (v) => v >= 0 && v < 1, '>= 0 and < 1'),
+  class_weight: z.enum(['none', 'balanced']),
+} as const;
+
+export type ParameterName = keyof typeof PARAMETER_VALUES;
+export const PARAMETER_NAMES = Object.keys(PARAMETER_VALUES) as ParameterName[];
+
+/** Parameters that take real values, so a random sweep may draw them from a distribution. */
+const CONTINUOUS: readonly ParameterName[] = ['dropout', 'learning_rate', 'weight_decay', 'label_smoothing'];
+
+export type ParameterValue = number | string;
+export type ParameterSpec =
+  | { value: ParameterValue }
+  | { values: ParameterValue[] }
+  | { distribution: 'uniform' | 'log_uniform'; min: number; max: number };
+
+function parameterSpec(name: ParameterName): z.ZodType<ParameterSpec> {
+  const value = PARAMETER_VALUES[name] as z.ZodType<ParameterValue>;
+  const options: z.ZodType<ParameterSpec>[] = [
+    z.object({ value }).strict(),
+    z.object({ values: z.array(value).min(1) }).strict(),
+  ];
+  if (CONTINUOUS.includes(name)) {
+    options.push(
+      z
+        .object({ distribution: z.enum(['uniform', 'log_uniform']), min: value as z.ZodType<number>, max: value as z.ZodType<number> })
+        .strict()
+        .refine((d) => d.min < d.max, { message: 'min must be below max' })
+        .refine((d) => d.distribution !== 'log_uniform' || d.min > 0, { message: 'log_uniform needs min > 0' }),
+    );
+  }
+  return z.union(options as [z.ZodType<ParameterSpec>, z.ZodType<ParameterSpec>, ...z.ZodType<ParameterSpec>[]]);
+}
+
+export const DEFAULT_PARAMETERS: Record<ParameterName, ParameterSpec> = {
+  dropout: { values: [0.0, 0.2, 0.4, 0.6] },
+  learning_rate: { values: [0.0003, 0.001, 0.003, 0.01] },
+  epochs: { value: 50 },
+  batch_size: { value: 32 },
+  optimizer: { value: 'adam' },
+  hidden_units: { value: 0 },
+  weight_decay: { value: 0 },
+  label_smoothing: { value: 0 },
+  class_weight: { value: 'none' },
+};
+
+export const SweepSchema = z
+  .object({
+    method: z.enum(['grid', 'random']).default('grid'),
+    runs: z.number().int().min(1).max(10000).optional(),
+    seed: z.number().int().min(0).default(0),
+    metric: z
+      .object({ name: z.enum(['val_accuracy', 'val_loss']), goal: z.enum(['maximize', 'minimize']) })
+      .strict()
+      .refine((m) => (m.name === 'val_loss') === (m.goal === 'minimize'), {
+        message: 'val_accuracy is maximized and val_loss minimized',
+      })
+      .default({ name: 'val_accuracy', goal: 'maximize' }),
+    seeds: z.array(z.number().int().min(0)).min(1).default([1, 2, 3]),
+    early_stopping: z
+      .object({ monitor: z.enum(['val_loss', 'val_accuracy']), patience: z.number().int().min(0) })
+      .strict()
+      .default({ monitor: 'val_loss', patience: 5 }),
+    parameters: z
+      .object(Object.fromEntries(PARAMETER_NAMES.map((name) => [name, parameterSpec(name).optional()])) as unknown as {
+        [K in ParameterName]: z.ZodOptional<z.ZodType<ParameterSpec>>;
+      })
+      .strict()
+      .default({}),
+  })
+  .strict()
+  .superRefine((sweep, ctx) => {
+    if (sweep.method === 'random' && sweep.runs === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['runs'], message: 'method random needs `runs: N`' });
+    }
+    if (sweep.method === 'grid') {
+      for (const [name, spec] of Object.entries(sweep.parameters)) {
+        if (spec && 'distribution' in spec) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['parameters', name],
+            message: 'a grid cannot enumerate a distribution: use values: [...] or method: random',
+          });
+        }
+      }
+    }
+  })
+  .transform((sweep) => ({ ...sweep, parameters: { ...DEFAULT_PARAMETERS, ...definedOnly(sweep.parameters) } }));
+
+function definedOnly<T extends object>(record: T): Partial<T> {
+  return Object.fromEntries(Object.entries(record).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+export type SweepConfig = z.output<typeof SweepSchema>;

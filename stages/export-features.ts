@@ -1,0 +1,57 @@
+/**
+ * `pipeline export-features`: the cached vectors as NumPy `features.npy` (float32, N x dim)
+ * and `index.csv` (path,label,split,sha256 in the same row order), for use from Python.
+ */
+import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { stringify } from 'csv-stringify/sync';
+import type { Db } from '../cache/database.js';
+import { type FeatureSet, listItems, loadVectors } from '../cache/features.js';
+import { UserError, messageOf } from '../pipeline/errors.js';
+
+export interface ExportedFeatures {
+  readonly rows: number;
+  readonly dim: number;
+  readonly files: readonly string[];
+}
+
+export async function exportFeatures(db: Db, featureSet: FeatureSet, outDir: string): Promise<ExportedFeatures> {
+  const items = listItems(db, featureSet.id);
+  const vectors = loadVectors(db, featureSet.id, items.map((item) => item.sha256));
+  const rows = items.filter((item) => vectors.has(item.sha256));
+  if (rows.length === 0) throw new UserError(`feature set ${featureSet.id} has no extracted features: run \`pipeline extract\``);
+  const matrix = new Float32Array(rows.length * featureSet.dim);
+  rows.forEach((item, i) => matrix.set(vectors.get(item.sha256)!, i * featureSet.dim));
+  const csv = stringify(
+    rows.map((item) => [item.path, item.label, item.split ?? '', item.sha256]),
+    { header: true, columns: ['path', 'label', 'split', 'sha256'] },
+  );
+  const files = [join(outDir, 'features.npy'), join(outDir, 'index.csv')];
+  try {
+    await mkdir(outDir, { recursive: true });
+    await writeAtomically(files[0], npy(matrix, [rows.length, featureSet.dim]));
+    await writeAtomically(files[1], csv);
+  } catch (error) {
+    throw new UserError(`cannot write to ${outDir} (--out): ${messageOf(error)}`);
+  }
+  return { rows: rows.length, dim: featureSet.dim, files };
+}
+
+async function writeAtomically(path: string, data: Uint8Array | string): Promise<void> {
+  const partial = `${path}.partial-${process.pid}`;
+  await writeFile(partial, data);
+  await rename(partial, path);
+}
+
+/** NumPy .npy v1.0: magic, header length, a Python-dict header padded to 64 bytes, raw data. */
+export function npy(data: Float32Array, shape: readonly number[]): Buffer {
+  const dict = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
+  const unpadded = 10 + dict.length + 1;
+  const header = dict + ' '.repeat((64 - (unpadded % 64)) % 64) + '\n';
+  const preamble = Buffer.alloc(10);
+  preamble.write('\x93NUMPY', 0, 'latin1');
+  preamble.writeUInt8(1, 6);
+  preamble.writeUInt8(0, 7);
+  preamble.writeUInt16LE(header.length, 8);
+  return Buffer.concat([preamble, Buffer.from(header, 'latin1'), Buffer.from(data.buffer, data.byteOffset, data.byteLength)]);
+}

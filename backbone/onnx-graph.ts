@@ -111,8 +111,8 @@ interface NodeProto {
 /** A dimension is fixed (a number) or named and left to run time (a string). */
 type Dim = number | string;
 
-// keepCase: the objects below use onnx.proto's own snake_case field names.
-const modelType = protobuf.parse(ONNX_SUBSET, { keepCase: true }).root.lookupType('onnx.ModelProto');
+/** The ModelProto message type; keepCase: objects use onnx.proto's own snake_case field names. */
+export const ModelProto = protobuf.parse(ONNX_SUBSET, { keepCase: true }).root.lookupType('onnx.ModelProto');
 
 /** Appends nodes in execution order; each node's single output is named after the node. */
 class GraphWriter {
@@ -223,6 +223,6 @@ export function buildOnnxModel(weights: BackboneWeights): Uint8Array {
     },
   };
   // encode() reads plain objects directly; fromObject() would only copy the weight bytes.
-  return modelType.encode(model).finish();
+  return ModelProto.encode(model).finish();
 }
 

@@ -3,6 +3,7 @@
  * they would share the 2 cores). `npm run bench -- NAME...` runs only those.
  */
 import { run as engines } from './extract-engines.js';
+import { run as extract } from './extract.js';
 import { describeMachine } from './machine.js';
 
 interface Benchmark {
@@ -10,7 +11,10 @@ interface Benchmark {
   readonly run: () => Promise<void>;
 }
 
-const BENCHMARKS: Benchmark[] = [{ name: 'engines', run: engines }];
+const BENCHMARKS: Benchmark[] = [
+  { name: 'extract', run: extract },
+  { name: 'engines', run: engines },
+];
 
 const only = process.argv.slice(2);
 console.log(describeMachine());

@@ -66,6 +66,51 @@ CREATE TABLE IF NOT EXISTS extract_runs (
   seconds REAL,
   images_per_second REAL
 );
+-- The train/val/test assignment every sweep of a feature set uses (official or seeded).
+CREATE TABLE IF NOT EXISTS splits (
+  feature_set TEXT NOT NULL REFERENCES feature_sets(id),
+  path TEXT NOT NULL,
+  split TEXT NOT NULL CHECK (split IN ('train', 'val', 'test')),
+  source TEXT NOT NULL,
+  PRIMARY KEY (feature_set, path)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sweeps (
+  id INTEGER PRIMARY KEY,
+  feature_set TEXT NOT NULL REFERENCES feature_sets(id),
+  config_hash TEXT NOT NULL,
+  config_json TEXT NOT NULL,
+  split_source TEXT NOT NULL,
+  backend TEXT NOT NULL,
+  status TEXT NOT NULL,
+  planned_runs INTEGER NOT NULL,
+  started_at TEXT NOT NULL,
+  finished_at TEXT,
+  wall_seconds REAL
+);
+-- One row per (variant, seed), written the moment the run finishes: resume skips them.
+CREATE TABLE IF NOT EXISTS sweep_runs (
+  sweep_id INTEGER NOT NULL REFERENCES sweeps(id),
+  run_key TEXT NOT NULL,
+  variant_key TEXT NOT NULL,
+  params_json TEXT NOT NULL,
+  seed INTEGER NOT NULL,
+  status TEXT NOT NULL,
+  best_epoch INTEGER NOT NULL,
+  epochs_run INTEGER NOT NULL,
+  train_loss REAL, train_accuracy REAL,
+  val_loss REAL, val_accuracy REAL,
+  test_loss REAL, test_accuracy REAL,
+  macro_f1 REAL,
+  per_class_json TEXT NOT NULL,
+  confusion_json TEXT NOT NULL,
+  curves_json TEXT NOT NULL,
+  test_probabilities BLOB NOT NULL,
+  weights_json TEXT NOT NULL,
+  weights BLOB NOT NULL,
+  train_seconds REAL NOT NULL,
+  finished_at TEXT NOT NULL,
+  PRIMARY KEY (sweep_id, run_key)
+) WITHOUT ROWID;
 `;
 
 export interface OpenOptions {

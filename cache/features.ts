@@ -1,4 +1,5 @@
 /** Feature sets, their feature vectors, failures, dataset listings and extract runs. */
+import { bytesToFloats, floatBytes } from './blobs.js';
 import type { Db } from './database.js';
 
 export interface FeatureSet {
@@ -118,7 +119,7 @@ export function saveBatch(db: Db, featureSet: string, batch: BatchResult): void 
   );
   db.transaction(() => {
     for (const { sha256, vector } of batch.features) {
-      insertFeature.run(featureSet, sha256, Buffer.from(vector.buffer, vector.byteOffset, vector.byteLength));
+      insertFeature.run(featureSet, sha256, floatBytes(vector));
       clearFailure.run(featureSet, sha256);
     }
     for (const failure of batch.failures) insertFailure.run(featureSet, failure.sha256, failure.path, failure.error);
@@ -141,8 +142,7 @@ export function loadVectors(db: Db, featureSet: string, hashes: readonly string[
   }>;
   for (const { sha256, vector } of rows) {
     if (!wanted.has(sha256)) continue;
-    // Copy out of the driver's buffer: it is not guaranteed to be 4-byte aligned.
-    vectors.set(sha256, new Float32Array(new Uint8Array(vector).buffer));
+    vectors.set(sha256, bytesToFloats(vector));
   }
   return vectors;
 }

@@ -8,6 +8,11 @@ import { openDatabase } from '../cache/database.js';
 import { listFailures, listFeatureSets } from '../cache/features.js';
 import { exportFeatures } from '../stages/export-features.js';
 import { runExtract } from '../stages/extract.js';
+import { runSweep } from '../stages/sweep.js';
+import { chooseSweep, gatherReport } from '../stages/report.js';
+import { listSweeps } from '../cache/sweeps.js';
+import { reportText } from './report-text.js';
+import { percent, rankingTable } from './tables.js';
 import { BACKENDS } from './backend.js';
 import { type ConfigFlags, loadConfig } from './config.js';
 import { UserError } from './errors.js';
@@ -74,6 +79,64 @@ async function extractCommand(argv: ConfigFlags & { config?: string }) {
   }
 }
 
+async function sweepCommand(argv: { config?: string; db?: string; backend?: string; resume?: boolean; 'feature-set'?: string }) {
+  const config = configOf(argv);
+  const db = openDatabase(config.cache.db);
+  const interrupt = onInterrupt('stopping: finished runs are saved; `pipeline sweep --resume` continues (Ctrl-C again to quit at once)');
+  try {
+    const result = await runSweep({
+      db,
+      featureSet: selectFeatureSet(db, argv['feature-set']),
+      sweep: config.sweep,
+      backend: config.engine.backend,
+      resume: argv.resume ?? false,
+      shouldStop: interrupt.requested,
+    });
+    const metric = config.sweep.metric;
+    if (result.ranking.length > 0) say(rankingTable(result.ranking, metric, 10));
+    const best = result.ranking[0];
+    if (best) {
+      say(
+        `selected by mean ${metric.name}: ${Object.entries(best.params).map(([k, v]) => `${k}=${v}`).join(' ')}\n` +
+          `  test accuracy ${percent(best.testAccuracy.mean)} ± ${percent(best.testAccuracy.std)} over ${best.seeds.length} seeds ` +
+          `(best seed ${best.bestRun.seed}: ${percent(best.bestRun.testAccuracy)}), macro-F1 ${best.macroF1.mean.toFixed(3)}`,
+      );
+    }
+    const state = result.interrupted ? 'interrupted' : result.alreadyDone ? 'already done' : 'done';
+    say(
+      `sweep ${result.sweepId} ${state}: ${result.trainedNow} runs trained now, ${result.planned} planned, ` +
+        `${result.wallSeconds.toFixed(1)} s of training in total (${result.backend}); details: pipeline report --sweep ${result.sweepId}`,
+    );
+    if (result.interrupted) {
+      say('continue with: pipeline sweep --resume (same config)');
+      process.exitCode = 130;
+    }
+  } finally {
+    interrupt.dispose();
+    db.close();
+  }
+}
+
+async function reportCommand(argv: { config?: string; db?: string; sweep?: number; json?: boolean; html?: string; list?: boolean; top?: number }) {
+  const config = configOf(argv);
+  const db = openDatabase(config.cache.db, { readonly: true });
+  try {
+    if (argv.list) {
+      const sweeps = listSweeps(db);
+      if (sweeps.length === 0) return say('no sweeps yet: run `pipeline sweep`');
+      for (const s of sweeps) {
+        say(`sweep ${s.id}  ${s.status}  feature set ${s.featureSet}  ${s.plannedRuns} runs  started ${s.startedAt}  ${s.wallSeconds?.toFixed(1) ?? '?'} s`);
+      }
+      return;
+    }
+    const facts = gatherReport(db, chooseSweep(db, argv.sweep));
+    if (argv.json) say(JSON.stringify(facts, null, 2));
+    else say(reportText(facts, argv.top ?? 10));
+  } finally {
+    db.close();
+  }
+}
+
 function cacheCommand(argv: { config?: string; db?: string; failures?: boolean; 'feature-set'?: string }) {
   const config = configOf(argv);
   const db = openDatabase(config.cache.db, { readonly: true });
@@ -115,6 +178,28 @@ export function buildCli(args: string[]) {
     .usage('$0 <command> [options]\n\nTransfer learning with cached embeddings: extract once, sweep heads in seconds.')
     .command('extract', 'run the frozen MobileNetV2 once and cache its features in SQLite', withExtractFlags, extractCommand)
     .command(
+      'sweep',
+      'train many dense-head variants from the cached features',
+      (a) =>
+        withCacheFlags(a)
+          .option('backend', { type: 'string', choices: BACKENDS, describe: 'tfjs backend for training (engine.backend)' })
+          .option('feature-set', { type: 'string', describe: 'feature set id (default: the only one)' })
+          .option('resume', { type: 'boolean', describe: 'continue the interrupted sweep with this configuration' }),
+      (argv) => sweepCommand(argv),
+    )
+    .command(
+      'report',
+      'show which head variant won, and why',
+      (a) =>
+        withCacheFlags(a)
+          .option('sweep', { type: 'string', coerce: positiveInt('sweep'), describe: 'sweep id (default: the latest)' })
+          .option('list', { type: 'boolean', describe: 'list the sweeps' })
+          .option('json', { type: 'boolean', describe: 'print the facts as JSON (fields in README)' })
+          .option('html', { type: 'string', describe: 'write a self-contained HTML report with plots to this file' })
+          .option('top', { type: 'string', coerce: positiveInt('top'), describe: 'variants to list (default 10)' }),
+      (argv) => reportCommand(argv),
+    )
+    .command(
       'cache',
       'list the feature sets in the cache',
       (a) =>
@@ -132,7 +217,7 @@ export function buildCli(args: string[]) {
           .option('feature-set', { type: 'string', describe: 'feature set id (default: the only one)' }),
       (argv) => exportFeaturesCommand(argv),
     )
-    .demandCommand(1, 'name a command: extract, cache, export-features')
+    .demandCommand(1, 'name a command: extract, sweep, report, cache, export-features')
     .strict()
     .help()
     .alias('h', 'help')

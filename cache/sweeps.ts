@@ -1,0 +1,219 @@
+/** Splits, sweeps and their runs. */
+import { bytesToFloats, floatBytes } from './blobs.js';
+import type { Db } from './database.js';
+
+export type SplitName = 'train' | 'val' | 'test';
+
+export interface SplitRow {
+  readonly path: string;
+  readonly split: SplitName;
+  readonly source: string;
+}
+
+export interface SweepRow {
+  readonly id: number;
+  readonly featureSet: string;
+  readonly configHash: string;
+  readonly configJson: string;
+  readonly splitSource: string;
+  readonly backend: string;
+  readonly status: 'running' | 'interrupted' | 'done';
+  readonly plannedRuns: number;
+  readonly startedAt: string;
+  readonly finishedAt: string | null;
+  readonly wallSeconds: number | null;
+}
+
+export interface NamedArray {
+  readonly name: string;
+  readonly shape: number[];
+  readonly values: Float32Array;
+}
+
+/** Everything stored about one finished run (one variant, one seed). */
+export interface StoredRun {
+  readonly runKey: string;
+  readonly variantKey: string;
+  readonly params: Record<string, number | string>;
+  readonly seed: number;
+  readonly status: 'done';
+  readonly bestEpoch: number;
+  readonly epochsRun: number;
+  readonly trainLoss: number;
+  readonly trainAccuracy: number;
+  readonly valLoss: number;
+  readonly valAccuracy: number;
+  readonly testLoss: number;
+  readonly testAccuracy: number;
+  readonly macroF1: number;
+  readonly perClass: { label: string; precision: number; recall: number; f1: number; support: number }[];
+  readonly confusion: number[][];
+  readonly curves: { trainLoss: number[]; trainAccuracy: number[]; valLoss: number[]; valAccuracy: number[] };
+  /** Test rows in split order (sorted by path) x classes. */
+  readonly testProbabilities: Float32Array;
+  readonly weights: NamedArray[];
+  readonly trainSeconds: number;
+}
+
+export function loadSplit(db: Db, featureSet: string): SplitRow[] {
+  return db.prepare('SELECT path, split, source FROM splits WHERE feature_set = ? ORDER BY path').all(featureSet) as SplitRow[];
+}
+
+export function saveSplit(db: Db, featureSet: string, rows: readonly SplitRow[]): void {
+  const remove = db.prepare('DELETE FROM splits WHERE feature_set = ?');
+  const insert = db.prepare('INSERT INTO splits (feature_set, path, split, source) VALUES (?, ?, ?, ?)');
+  db.transaction(() => {
+    remove.run(featureSet);
+    for (const row of rows) insert.run(featureSet, row.path, row.split, row.source);
+  }).immediate();
+}
+
+const SWEEP_COLUMNS = `id, feature_set AS featureSet, config_hash AS configHash, config_json AS configJson,
+  split_source AS splitSource, backend, status, planned_runs AS plannedRuns, started_at AS startedAt,
+  finished_at AS finishedAt, wall_seconds AS wallSeconds`;
+
+export function createSweep(
+  db: Db,
+  sweep: Pick<SweepRow, 'featureSet' | 'configHash' | 'configJson' | 'splitSource' | 'backend' | 'plannedRuns'>,
+): number {
+  const result = db
+    .prepare(
+      `INSERT INTO sweeps (feature_set, config_hash, config_json, split_source, backend, status, planned_runs, started_at)
+       VALUES (@featureSet, @configHash, @configJson, @splitSource, @backend, 'running', @plannedRuns, @startedAt)`,
+    )
+    .run({ ...sweep, startedAt: new Date().toISOString() });
+  return Number(result.lastInsertRowid);
+}
+
+export function getSweep(db: Db, id: number): SweepRow | undefined {
+  return db.prepare(`SELECT ${SWEEP_COLUMNS} FROM sweeps WHERE id = ?`).get(id) as SweepRow | undefined;
+}
+
+export function listSweeps(db: Db): SweepRow[] {
+  return db.prepare(`SELECT ${SWEEP_COLUMNS} FROM sweeps ORDER BY id`).all() as SweepRow[];
+}
+
+/** The newest sweep with this configuration on this feature set, if any. */
+export function findSweep(db: Db, featureSet: string, configHash: string): SweepRow | undefined {
+  return db
+    .prepare(`SELECT ${SWEEP_COLUMNS} FROM sweeps WHERE feature_set = ? AND config_hash = ? ORDER BY id DESC LIMIT 1`)
+    .get(featureSet, configHash) as SweepRow | undefined;
+}
+
+/** Adds wall time spent in this session, so a resumed sweep reports its total. */
+export function finishSweep(db: Db, id: number, status: 'interrupted' | 'done', seconds: number): void {
+  db.prepare(
+    `UPDATE sweeps SET status = ?, finished_at = ?, wall_seconds = COALESCE(wall_seconds, 0) + ? WHERE id = ?`,
+  ).run(status, new Date().toISOString(), seconds, id);
+}
+
+export function finishedRunKeys(db: Db, sweepId: number): Set<string> {
+  return new Set(db.prepare('SELECT run_key FROM sweep_runs WHERE sweep_id = ?').pluck().all(sweepId) as string[]);
+}
+
+/** Stores a finished run; its own transaction, so a kill right after loses nothing. */
+export function saveRun(db: Db, sweepId: number, run: StoredRun): void {
+  db.prepare(
+    `INSERT OR REPLACE INTO sweep_runs (sweep_id, run_key, variant_key, params_json, seed, status, best_epoch, epochs_run,
+       train_loss, train_accuracy, val_loss, val_accuracy, test_loss, test_accuracy, macro_f1, per_class_json,
+       confusion_json, curves_json, test_probabilities, weights_json, weights, train_seconds, finished_at)
+     VALUES (@sweepId, @runKey, @variantKey, @paramsJson, @seed, @status, @bestEpoch, @epochsRun,
+       @trainLoss, @trainAccuracy, @valLoss, @valAccuracy, @testLoss, @testAccuracy, @macroF1, @perClassJson,
+       @confusionJson, @curvesJson, @testProbabilities, @weightsJson, @weights, @trainSeconds, @finishedAt)`,
+  ).run({
+    sweepId,
+    runKey: run.runKey,
+    variantKey: run.variantKey,
+    paramsJson: JSON.stringify(run.params),
+    seed: run.seed,
+    status: run.status,
+    bestEpoch: run.bestEpoch,
+    epochsRun: run.epochsRun,
+    trainLoss: run.trainLoss,
+    trainAccuracy: run.trainAccuracy,
+    valLoss: run.valLoss,
+    valAccuracy: run.valAccuracy,
+    testLoss: run.testLoss,
+    testAccuracy: run.testAccuracy,
+    macroF1: run.macroF1,
+    perClassJson: JSON.stringify(run.perClass),
+    confusionJson: JSON.stringify(run.confusion),
+    curvesJson: JSON.stringify(run.curves),
+    testProbabilities: floatBytes(run.testProbabilities),
+    weightsJson: JSON.stringify(run.weights.map(({ name, shape }) => ({ name, shape }))),
+    weights: Buffer.concat(run.weights.map((w) => floatBytes(w.values))),
+    trainSeconds: run.trainSeconds,
+    finishedAt: new Date().toISOString(),
+  });
+}
+
+interface RunRecord {
+  runKey: string;
+  variantKey: string;
+  paramsJson: string;
+  seed: number;
+  status: 'done';
+  bestEpoch: number;
+  epochsRun: number;
+  trainLoss: number;
+  trainAccuracy: number;
+  valLoss: number;
+  valAccuracy: number;
+  testLoss: number;
+  testAccuracy: number;
+  macroF1: number;
+  perClassJson: string;
+  confusionJson: string;
+  curvesJson: string;
+  testProbabilities: Buffer;
+  weightsJson: string;
+  weights: Buffer;
+  trainSeconds: number;
+}
+
+export function loadRuns(db: Db, sweepId: number): StoredRun[] {
+  const rows = db
+    .prepare(
+      `SELECT run_key AS runKey, variant_key AS variantKey, params_json AS paramsJson, seed, status, best_epoch AS bestEpoch,
+        epochs_run AS epochsRun, train_loss AS trainLoss, train_accuracy AS trainAccuracy, val_loss AS valLoss,
+        val_accuracy AS valAccuracy, test_loss AS testLoss, test_accuracy AS testAccuracy, macro_f1 AS macroF1,
+        per_class_json AS perClassJson, confusion_json AS confusionJson, curves_json AS curvesJson,
+        test_probabilities AS testProbabilities, weights_json AS weightsJson, weights, train_seconds AS trainSeconds
+       FROM sweep_runs WHERE sweep_id = ? ORDER BY variant_key, seed`,
+    )
+    .all(sweepId) as RunRecord[];
+  return rows.map(toStoredRun);
+}
+
+function toStoredRun(row: RunRecord): StoredRun {
+  const all = bytesToFloats(row.weights);
+  let offset = 0;
+  const weights = (JSON.parse(row.weightsJson) as { name: string; shape: number[] }[]).map(({ name, shape }) => {
+    const size = shape.reduce((a, b) => a * b, 1);
+    const values = all.subarray(offset, offset + size);
+    offset += size;
+    return { name, shape, values };
+  });
+  return {
+    runKey: row.runKey,
+    variantKey: row.variantKey,
+    params: JSON.parse(row.paramsJson),
+    seed: row.seed,
+    status: row.status,
+    bestEpoch: row.bestEpoch,
+    epochsRun: row.epochsRun,
+    trainLoss: row.trainLoss,
+    trainAccuracy: row.trainAccuracy,
+    valLoss: row.valLoss,
+    valAccuracy: row.valAccuracy,
+    testLoss: row.testLoss,
+    testAccuracy: row.testAccuracy,
+    macroF1: row.macroF1,
+    perClass: JSON.parse(row.perClassJson),
+    confusion: JSON.parse(row.confusionJson),
+    curves: JSON.parse(row.curvesJson),
+    testProbabilities: bytesToFloats(row.testProbabilities),
+    weights,
+    trainSeconds: row.trainSeconds,
+  };
+}

@@ -1,0 +1,45 @@
+/** `pipeline report` in the terminal: what won, how well, and what it was built on. */
+import type { ReportFacts } from '../stages/report.js';
+import { confusionTable, perClassTable, percent } from './tables.js';
+import Table from 'cli-table3';
+
+export function reportText(facts: ReportFacts, top = 10): string {
+  const { sweep, extraction, best } = facts;
+  const metricIsAccuracy = sweep.metric.name === 'val_accuracy';
+  const varying = Object.keys(best.params).filter((name) => facts.variants.some((v) => v.params[name] !== best.params[name]));
+  const ranking = new Table({
+    chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
+    style: { head: [], border: [] },
+    head: ['#', ...varying, `${sweep.metric.name} mean ± std`, 'test acc mean'],
+  });
+  for (const v of facts.variants.slice(0, top)) {
+    const metric = metricIsAccuracy
+      ? `${percent(v.metric_mean)} ± ${percent(v.metric_std)}`
+      : `${v.metric_mean.toFixed(4)} ± ${v.metric_std.toFixed(4)}`;
+    ranking.push([String(v.rank), ...varying.map((name) => String(v.params[name])), metric, percent(v.test_accuracy_mean)]);
+  }
+  const lines = [
+    `sweep ${sweep.id} (${sweep.status}): ${sweep.finished_runs}/${sweep.planned_runs} runs, ${facts.variants.length} variants x ${sweep.seeds.length} seeds, ` +
+      `${sweep.wall_seconds?.toFixed(1) ?? '?'} s of training on ${sweep.backend}`,
+    `features: ${extraction.feature_set}, MobileNetV2 alpha ${extraction.alpha} at ${extraction.input_size} (${extraction.resize}), ` +
+      `${extraction.backend}, ${extraction.images} images, ${extraction.failures} failures` +
+      (extraction.images_per_second ? `, extracted at ${extraction.images_per_second.toFixed(1)} images/s` : ''),
+    `  model ${extraction.model}`,
+    `split: ${sweep.split_sizes.train} train / ${sweep.split_sizes.val} val / ${sweep.split_sizes.test} test (${sweep.split})`,
+    '',
+    `variants ranked by mean ${sweep.metric.name} (top ${Math.min(top, facts.variants.length)} of ${facts.variants.length}):`,
+    ranking.toString(),
+    '',
+    `winner: ${Object.entries(best.params).map(([k, v]) => `${k}=${v}`).join(' ')}`,
+    `  test accuracy ${percent(best.test_accuracy_mean)} ± ${percent(best.test_accuracy_std)} over seeds; ` +
+      `reported run (seed ${best.seed}, epoch ${best.best_epoch}): val ${percent(best.val_accuracy)}, ` +
+      `test ${percent(best.test_accuracy)}, macro-F1 ${best.macro_f1.toFixed(3)}`,
+    '',
+    perClassTable(best.per_class),
+    '',
+    confusionTable(facts.labels, best.confusion),
+    '',
+    `${best.misclassified.length} test images misclassified (pipeline report --html FILE shows them)`,
+  ];
+  return lines.join('\n');
+}

@@ -1,0 +1,41 @@
+/** Terminal tables shared by `pipeline sweep` and `pipeline report`. */
+import Table from 'cli-table3';
+import { type Metric, type MeanStd, type VariantSummary, varyingParameters } from '../stages/sweep/ranking.js';
+
+export const percent = (value: number) => `${(value * 100).toFixed(2)}%`;
+const meanStdText = (m: MeanStd, asPercent: boolean) =>
+  asPercent ? `${(m.mean * 100).toFixed(2)} ± ${(m.std * 100).toFixed(2)}%` : `${m.mean.toFixed(4)} ± ${m.std.toFixed(4)}`;
+
+const plain = { chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' }, style: { head: [], border: [] } };
+
+/** Variants ranked by the validation metric (mean ± std over seeds), with test accuracy for reading. */
+export function rankingTable(ranking: readonly VariantSummary[], metric: Metric, top: number): string {
+  const columns = varyingParameters(ranking);
+  const table = new Table({
+    ...plain,
+    head: ['#', ...columns, `${metric.name} (mean ± std)`, 'test acc (mean)', 'seeds'],
+  });
+  ranking.slice(0, top).forEach((variant, i) => {
+    table.push([
+      String(i + 1),
+      ...columns.map((name) => String(variant.params[name])),
+      meanStdText(variant.metric, metric.name === 'val_accuracy'),
+      percent(variant.testAccuracy.mean),
+      String(variant.seeds.length),
+    ]);
+  });
+  return table.toString();
+}
+
+/** Rows = true class, columns = predicted class. */
+export function confusionTable(labels: readonly string[], confusion: readonly number[][]): string {
+  const table = new Table({ ...plain, head: ['true \\ predicted', ...labels] });
+  confusion.forEach((row, i) => table.push([labels[i], ...row.map(String)]));
+  return table.toString();
+}
+
+export function perClassTable(perClass: readonly { label: string; precision: number; recall: number; f1: number; support: number }[]): string {
+  const table = new Table({ ...plain, head: ['class', 'precision', 'recall', 'F1', 'support'] });
+  for (const c of perClass) table.push([c.label, c.precision.toFixed(3), c.recall.toFixed(3), c.f1.toFixed(3), String(c.support)]);
+  return table.toString();
+}

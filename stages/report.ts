@@ -1,0 +1,238 @@
+/**
+ * Stage three: the facts of one sweep, gathered from the cache into one plain object that
+ * the terminal, JSON and HTML renderings all read. Field names here are the JSON API
+ * (documented in README): change them only with the README.
+ */
+import type { Db } from '../cache/database.js';
+import { type FeatureSet, getFeatureSet, latestExtractRun, listFailures, listItems } from '../cache/features.js';
+import { type StoredRun, type SweepRow, getSweep, listSweeps, loadRuns } from '../cache/sweeps.js';
+import { UserError } from '../pipeline/errors.js';
+import type { SweepConfig } from '../pipeline/sweep-config.js';
+import { type Metric, type VariantSummary, rankVariants } from './sweep/ranking.js';
+import { loadSweepData } from './sweep.js';
+
+export interface RunFacts {
+  readonly run_key: string;
+  readonly variant: string;
+  readonly params: Record<string, number | string>;
+  readonly seed: number;
+  readonly best_epoch: number;
+  readonly epochs_run: number;
+  readonly train_loss: number;
+  readonly train_accuracy: number;
+  readonly val_loss: number;
+  readonly val_accuracy: number;
+  readonly test_loss: number;
+  readonly test_accuracy: number;
+  readonly macro_f1: number;
+  readonly train_seconds: number;
+}
+
+export interface VariantFacts {
+  readonly rank: number;
+  readonly params: Record<string, number | string>;
+  readonly seeds: number[];
+  readonly metric_mean: number;
+  readonly metric_std: number;
+  readonly val_accuracy_mean: number;
+  readonly val_accuracy_std: number;
+  readonly val_loss_mean: number;
+  readonly test_accuracy_mean: number;
+  readonly test_accuracy_std: number;
+}
+
+export interface MisclassifiedImage {
+  readonly path: string;
+  readonly true_label: string;
+  readonly predicted_label: string;
+  readonly probabilities: Record<string, number>;
+}
+
+export interface ReportFacts {
+  readonly sweep: {
+    id: number;
+    status: string;
+    metric: Metric;
+    seeds: number[];
+    planned_runs: number;
+    finished_runs: number;
+    wall_seconds: number | null;
+    started_at: string;
+    backend: string;
+    split: string;
+    split_sizes: { train: number; val: number; test: number };
+  };
+  readonly extraction: {
+    feature_set: string;
+    model: string;
+    alpha: number;
+    input_size: string;
+    resize: string;
+    backend: string;
+    dataset_root: string | null;
+    images: number;
+    failures: number;
+    images_per_second: number | null;
+  };
+  readonly labels: string[];
+  readonly best: {
+    params: Record<string, number | string>;
+    run_key: string;
+    seed: number;
+    best_epoch: number;
+    val_accuracy: number;
+    val_accuracy_mean: number;
+    test_accuracy: number;
+    test_accuracy_mean: number;
+    test_accuracy_std: number;
+    macro_f1: number;
+    per_class: { label: string; precision: number; recall: number; f1: number; support: number }[];
+    confusion: number[][];
+    curves: { trainLoss: number[]; trainAccuracy: number[]; valLoss: number[]; valAccuracy: number[] };
+    misclassified: MisclassifiedImage[];
+  };
+  readonly variants: VariantFacts[];
+  readonly runs: RunFacts[];
+}
+
+/** The sweep asked for, or the latest one. */
+export function chooseSweep(db: Db, id: number | undefined): SweepRow {
+  if (id !== undefined) {
+    const sweep = getSweep(db, id);
+    if (!sweep) throw new UserError(`--sweep ${id}: no such sweep (pipeline report --list shows them)`);
+    return sweep;
+  }
+  const sweeps = listSweeps(db);
+  if (sweeps.length === 0) throw new UserError('no sweep yet: run `pipeline sweep` first');
+  return sweeps[sweeps.length - 1];
+}
+
+export interface SweepResults {
+  readonly sweep: SweepRow;
+  readonly featureSet: FeatureSet;
+  readonly ranking: VariantSummary[];
+  readonly runs: StoredRun[];
+  readonly metric: Metric;
+}
+
+export function sweepResults(db: Db, sweep: SweepRow): SweepResults {
+  const featureSet = getFeatureSet(db, sweep.featureSet)!;
+  const config = JSON.parse(sweep.configJson) as { sweep: SweepConfig };
+  const runs = loadRuns(db, sweep.id);
+  if (runs.length === 0) throw new UserError(`sweep ${sweep.id} has no finished runs yet (pipeline sweep --resume continues it)`);
+  return { sweep, featureSet, ranking: rankVariants(runs, config.sweep.metric), runs, metric: config.sweep.metric };
+}
+
+/** A run of a sweep by key, or "best": the best seed of the winning variant. */
+export function findRun(results: SweepResults, runKey: string): StoredRun {
+  if (runKey === 'best') return results.ranking[0].bestRun;
+  const run = results.runs.find((r) => r.runKey === runKey);
+  if (!run) throw new UserError(`--run ${runKey}: no such run in sweep ${results.sweep.id} (pipeline report --json lists run keys)`);
+  return run;
+}
+
+export function gatherReport(db: Db, sweepRow: SweepRow): ReportFacts {
+  const results = sweepResults(db, sweepRow);
+  const { sweep, featureSet, ranking, runs, metric } = results;
+  const data = loadSweepData(db, featureSet, () => {});
+  const config = JSON.parse(sweep.configJson) as { sweep: SweepConfig };
+  const winner = ranking[0];
+  const best = winner.bestRun;
+  const extract = latestExtractRun(db, featureSet.id);
+  const predicted = argmaxRows(best.testProbabilities, data.classes);
+  const misclassified: MisclassifiedImage[] = [];
+  data.testPaths.forEach((path, i) => {
+    const truth = data.test.y[i];
+    if (predicted[i] === truth) return;
+    const probabilities = Object.fromEntries(
+      data.labels.map((label, c) => [label, round(best.testProbabilities[i * data.classes + c], 4)]),
+    );
+    misclassified.push({ path, true_label: data.labels[truth], predicted_label: data.labels[predicted[i]], probabilities });
+  });
+
+  return {
+    sweep: {
+      id: sweep.id,
+      status: sweep.status,
+      metric,
+      seeds: config.sweep.seeds,
+      planned_runs: sweep.plannedRuns,
+      finished_runs: runs.length,
+      wall_seconds: sweep.wallSeconds,
+      started_at: sweep.startedAt,
+      backend: sweep.backend,
+      split: data.splitSource,
+      split_sizes: { train: data.train.y.length, val: data.val.y.length, test: data.test.y.length },
+    },
+    extraction: {
+      feature_set: featureSet.id,
+      model: featureSet.modelSource,
+      alpha: featureSet.alpha,
+      input_size: `${featureSet.height}x${featureSet.width}`,
+      resize: featureSet.resize,
+      backend: featureSet.backend,
+      dataset_root: extract?.datasetRoot ?? null,
+      images: listItems(db, featureSet.id).length,
+      failures: listFailures(db, featureSet.id).length,
+      images_per_second: extract?.imagesPerSecond ?? null,
+    },
+    labels: data.labels,
+    best: {
+      params: winner.params,
+      run_key: best.runKey,
+      seed: best.seed,
+      best_epoch: best.bestEpoch,
+      val_accuracy: best.valAccuracy,
+      val_accuracy_mean: winner.valAccuracy.mean,
+      test_accuracy: best.testAccuracy,
+      test_accuracy_mean: winner.testAccuracy.mean,
+      test_accuracy_std: winner.testAccuracy.std,
+      macro_f1: best.macroF1,
+      per_class: best.perClass,
+      confusion: best.confusion,
+      curves: best.curves,
+      misclassified,
+    },
+    variants: ranking.map((v, i) => ({
+      rank: i + 1,
+      params: v.params,
+      seeds: v.seeds,
+      metric_mean: v.metric.mean,
+      metric_std: v.metric.std,
+      val_accuracy_mean: v.valAccuracy.mean,
+      val_accuracy_std: v.valAccuracy.std,
+      val_loss_mean: v.valLoss.mean,
+      test_accuracy_mean: v.testAccuracy.mean,
+      test_accuracy_std: v.testAccuracy.std,
+    })),
+    runs: runs.map((r) => ({
+      run_key: r.runKey,
+      variant: r.variantKey,
+      params: r.params,
+      seed: r.seed,
+      best_epoch: r.bestEpoch,
+      epochs_run: r.epochsRun,
+      train_loss: r.trainLoss,
+      train_accuracy: r.trainAccuracy,
+      val_loss: r.valLoss,
+      val_accuracy: r.valAccuracy,
+      test_loss: r.testLoss,
+      test_accuracy: r.testAccuracy,
+      macro_f1: r.macroF1,
+      train_seconds: r.trainSeconds,
+    })),
+  };
+}
+
+export function argmaxRows(probabilities: Float32Array, classes: number): Int32Array {
+  const rows = probabilities.length / classes;
+  const out = new Int32Array(rows);
+  for (let i = 0; i < rows; i++) {
+    let best = 0;
+    for (let c = 1; c < classes; c++) if (probabilities[i * classes + c] > probabilities[i * classes + best]) best = c;
+    out[i] = best;
+  }
+  return out;
+}
+
+const round = (value: number, digits: number) => Number(value.toFixed(digits));

@@ -1,0 +1,247 @@
+/**
+ * Stage two: train many dense heads from the cached features. Reads only the cache (never
+ * images, never the backbone), trains every pending run of the sweep in one batched
+ * computation (stages/sweep/trainer.ts), and stores each run as soon as it finishes, so
+ * an interrupted sweep resumes with `--resume` without retraining anything.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { Db } from '../cache/database.js';
+import { type FeatureSet, listFailures, listItems, loadVectors } from '../cache/features.js';
+import {
+  type SplitRow,
+  type StoredRun,
+  createSweep,
+  findSweep,
+  finishSweep,
+  finishedRunKeys,
+  getSweep,
+  loadRuns,
+  loadSplit,
+  saveRun,
+  saveSplit,
+} from '../cache/sweeps.js';
+import { sha256 } from '../data/hash.js';
+import { activateBackend, type BackendRequest, type TfjsBackend } from '../pipeline/backend.js';
+import { UserError } from '../pipeline/errors.js';
+import type { SweepConfig } from '../pipeline/sweep-config.js';
+import { classificationReport } from './sweep/metrics.js';
+import { type PlannedRun, planRuns } from './sweep/plan.js';
+import { type VariantSummary, rankVariants } from './sweep/ranking.js';
+import { makeSplit } from './sweep/split.js';
+import { type HeadParams, type RunResult, type SplitData, type TrainData, trainHeads } from './sweep/trainer.js';
+
+export interface SweepOptions {
+  readonly db: Db;
+  readonly featureSet: FeatureSet;
+  readonly sweep: SweepConfig;
+  readonly backend: BackendRequest;
+  readonly resume: boolean;
+  readonly shouldStop?: () => boolean;
+  readonly log?: (line: string) => void;
+}
+
+export interface SweepOutcome {
+  readonly sweepId: number;
+  /** An identical sweep had already finished: nothing was trained. */
+  readonly alreadyDone: boolean;
+  readonly interrupted: boolean;
+  readonly trainedNow: number;
+  readonly planned: number;
+  readonly ranking: VariantSummary[];
+  readonly wallSeconds: number;
+  readonly splitSource: string;
+  readonly backend: TfjsBackend;
+}
+
+/** A training set assembled from the cache, with the row order every stored array follows. */
+export interface SweepData extends TrainData {
+  readonly labels: string[];
+  readonly testPaths: string[];
+  readonly splitSource: string;
+}
+
+export async function runSweep(options: SweepOptions): Promise<SweepOutcome> {
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const { db, featureSet, sweep } = options;
+  const backend = await activateTrainingBackend(options.backend);
+  const data = loadSweepData(db, featureSet, log);
+  const planned = planRuns(sweep);
+  const configJson = JSON.stringify({ sweep, backend });
+  const configHash = sha256(configJson);
+
+  const previous = findSweep(db, featureSet.id, configHash);
+  if (previous?.status === 'done' && !options.resume) {
+    log(`sweep ${previous.id} already ran this exact configuration on feature set ${featureSet.id}: nothing to train`);
+    return outcome(previous.id, true, false, 0);
+  }
+  if (previous && previous.status !== 'done' && !options.resume) {
+    log(`note: sweep ${previous.id} with this configuration was interrupted; \`--resume\` continues it. Starting a new sweep.`);
+  }
+  const sweepId =
+    options.resume && previous
+      ? previous.id
+      : createSweep(db, {
+          featureSet: featureSet.id,
+          configHash,
+          configJson,
+          splitSource: data.splitSource,
+          backend,
+          plannedRuns: planned.length,
+        });
+  if (options.resume && !previous) log('--resume: no earlier sweep with this configuration; starting a new one');
+
+  const finished = finishedRunKeys(db, sweepId);
+  const pending = planned.filter((run) => !finished.has(run.runKey));
+  log(
+    `sweep ${sweepId}: ${planned.length} runs (${planned.length / sweep.seeds.length} variants x ${sweep.seeds.length} seeds), ` +
+      `${finished.size} already done, ${pending.length} to train on ${backend}; ` +
+      `split ${data.train.y.length}/${data.val.y.length}/${data.test.y.length} (${data.splitSource})`,
+  );
+
+  const started = performance.now();
+  const byKey = new Map(pending.map((run) => [run.runKey, run]));
+  let trainedNow = 0;
+  await trainHeads(
+    tf,
+    data,
+    pending.map((run) => ({ key: run.runKey, params: headParams(run), seed: run.seed })),
+    { monitor: sweep.early_stopping.monitor, patience: sweep.early_stopping.patience },
+    {
+      onRunFinished(result) {
+        saveRun(db, sweepId, storedRun(byKey.get(result.key)!, result, data));
+        trainedNow++;
+      },
+      shouldStop: options.shouldStop,
+    },
+  );
+  const interrupted = finishedRunKeys(db, sweepId).size < planned.length;
+  finishSweep(db, sweepId, interrupted ? 'interrupted' : 'done', (performance.now() - started) / 1000);
+  return outcome(sweepId, false, interrupted, trainedNow);
+
+  function outcome(id: number, alreadyDone: boolean, stopped: boolean, trained: number): SweepOutcome {
+    return {
+      sweepId: id,
+      alreadyDone,
+      interrupted: stopped,
+      trainedNow: trained,
+      planned: planned.length,
+      ranking: rankVariants(loadRuns(db, id), sweep.metric),
+      wallSeconds: getSweep(db, id)?.wallSeconds ?? 0,
+      splitSource: data.splitSource,
+      backend,
+    };
+  }
+}
+
+/**
+ * tfjs backend for training heads: libtensorflow when installed (gpu, then tensorflow),
+ * else wasm. onnx runs only the backbone, so it cannot train.
+ */
+async function activateTrainingBackend(request: BackendRequest): Promise<TfjsBackend> {
+  if (request === 'onnx') throw new UserError('--backend onnx only runs the backbone; sweep trains with gpu, tensorflow, wasm or cpu');
+  const order: TfjsBackend[] = request === 'auto' ? ['gpu', 'tensorflow', 'wasm'] : [request];
+  for (const backend of order) {
+    try {
+      await activateBackend(tf, backend);
+      return backend;
+    } catch (error) {
+      if (request !== 'auto') throw new UserError(`--backend ${request} cannot load: ${(error as Error).message.split('\n')[0]}`);
+    }
+  }
+  await activateBackend(tf, 'cpu');
+  return 'cpu';
+}
+
+export function loadSweepData(db: Db, featureSet: FeatureSet, log: (line: string) => void): SweepData {
+  const items = listItems(db, featureSet.id);
+  if (items.length === 0) {
+    throw new UserError(`feature set ${featureSet.id} has no images recorded: run \`pipeline extract\` first`);
+  }
+  const vectors = loadVectors(db, featureSet.id, items.map((item) => item.sha256));
+  const failed = new Set(listFailures(db, featureSet.id).map((f) => f.sha256));
+  const missing = items.filter((item) => !vectors.has(item.sha256) && !failed.has(item.sha256));
+  if (missing.length > 0) {
+    throw new UserError(
+      `feature set ${featureSet.id} is missing features for ${missing.length} of ${items.length} images (e.g. ${missing[0].path}): run \`pipeline extract\` to finish it`,
+    );
+  }
+  const usable = items.filter((item) => vectors.has(item.sha256));
+  if (usable.length < items.length) log(`${items.length - usable.length} images failed extraction and are left out`);
+
+  const split = currentSplit(db, featureSet.id, usable);
+  const splitOf = new Map(split.map((row) => [row.path, row.split]));
+  const labels = [...new Set(usable.map((item) => item.label))].sort();
+  const classIndex = new Map(labels.map((label, i) => [label, i]));
+  const part = (name: 'train' | 'val' | 'test') => {
+    const rows = usable.filter((item) => splitOf.get(item.path) === name);
+    const x = new Float32Array(rows.length * featureSet.dim);
+    rows.forEach((item, i) => x.set(vectors.get(item.sha256)!, i * featureSet.dim));
+    const y = Int32Array.from(rows, (item) => classIndex.get(item.label)!);
+    return { rows, data: { x, y } satisfies SplitData };
+  };
+  const [train, val, test] = (['train', 'val', 'test'] as const).map(part);
+  for (const [name, p] of [['train', train], ['val', val], ['test', test]] as const) {
+    if (p.rows.length === 0) throw new UserError(`the ${name} split is empty (${split[0]?.source}): a sweep needs images in train, val and test`);
+  }
+  return {
+    dim: featureSet.dim,
+    classes: labels.length,
+    labels,
+    train: train.data,
+    val: val.data,
+    test: test.data,
+    testPaths: test.rows.map((item) => item.path),
+    splitSource: split[0].source,
+  };
+}
+
+/** The stored split, remade (and stored) when the dataset's images changed since. */
+function currentSplit(db: Db, featureSet: string, items: ReturnType<typeof listItems>): SplitRow[] {
+  const stored = loadSplit(db, featureSet);
+  const storedPaths = new Set(stored.map((row) => row.path));
+  if (stored.length === items.length && items.every((item) => storedPaths.has(item.path))) return stored;
+  const split = makeSplit(items);
+  saveSplit(db, featureSet, split);
+  return split;
+}
+
+function headParams(run: PlannedRun): HeadParams {
+  const v = run.variant;
+  return {
+    dropout: v.dropout as number,
+    learningRate: v.learning_rate as number,
+    epochs: v.epochs as number,
+    batchSize: v.batch_size as number,
+    optimizer: v.optimizer as HeadParams['optimizer'],
+    hiddenUnits: v.hidden_units as number,
+    weightDecay: v.weight_decay as number,
+    labelSmoothing: v.label_smoothing as number,
+    classWeight: v.class_weight as HeadParams['classWeight'],
+  };
+}
+
+function storedRun(plan: PlannedRun, result: RunResult, data: SweepData): StoredRun {
+  const report = classificationReport(data.test.y, result.test.predicted, data.labels);
+  return {
+    runKey: plan.runKey,
+    variantKey: plan.variantKey,
+    params: plan.variant,
+    seed: plan.seed,
+    status: 'done',
+    bestEpoch: result.bestEpoch,
+    epochsRun: result.epochsRun,
+    trainLoss: result.train.loss,
+    trainAccuracy: result.train.accuracy,
+    valLoss: result.val.loss,
+    valAccuracy: result.val.accuracy,
+    testLoss: result.test.loss,
+    testAccuracy: result.test.accuracy,
+    macroF1: report.macroF1,
+    perClass: report.perClass,
+    confusion: report.confusion,
+    curves: result.curves,
+    testProbabilities: result.test.probabilities,
+    weights: result.weights,
+    trainSeconds: result.trainSeconds,
+  };
+}

@@ -1,0 +1,71 @@
+/**
+ * Where things are, for tests: the repository root, ../shared (real weights and TrashNet,
+ * present on every developer machine and in CI), and temp folders that clean themselves.
+ */
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import test, { type ExecutionContext, type ImplementationFn } from 'ava';
+
+/** The checkout: the nearest folder above this file whose package.json is `pipeline` (works from test/ and dist/test/). */
+function findRepoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'pipeline') return dir;
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('cannot find the pipeline repository root above the test files');
+    dir = parent;
+  }
+}
+
+export const REPO_ROOT = findRepoRoot();
+export const SHARED_DIR = resolve(REPO_ROOT, '..', 'shared');
+export const SHARED_PRESENT = existsSync(join(SHARED_DIR, 'models')) && existsSync(join(SHARED_DIR, 'datasets'));
+export const SHARED_MODEL_100 = join(SHARED_DIR, 'models', 'mobilenet_v2_1.00_224_no_top', 'model.json');
+export const SHARED_MODEL_035 = join(SHARED_DIR, 'models', 'mobilenet_v2_0.35_224_no_top', 'model.json');
+export const TRASHNET_DIR = join(SHARED_DIR, 'datasets', 'trashnet');
+/** The CLI entry point (runs dist/pipeline/main.js, so `tsc` must have run). */
+export const PIPELINE_BIN = join(REPO_ROOT, 'bin', 'pipeline.js');
+
+/**
+ * Registers a test that needs ../shared. Without it, a visibly named placeholder passes
+ * and logs why, so a missing ../shared never looks like a green real test.
+ */
+export function testWithShared(title: string, fn: ImplementationFn<[]>): void {
+  if (SHARED_PRESENT) {
+    test(title, fn);
+  } else {
+    test(`${title} (skipped: ../shared not found)`, (t) => {
+      t.log(`skipped: ../shared not found at ${SHARED_DIR}`);
+      t.pass();
+    });
+  }
+}
+
+/** Same as testWithShared, for tests that must run one at a time. */
+export function serialTestWithShared(title: string, fn: ImplementationFn<[]>): void {
+  if (SHARED_PRESENT) {
+    test.serial(title, fn);
+  } else {
+    test.serial(`${title} (skipped: ../shared not found)`, (t) => {
+      t.log(`skipped: ../shared not found at ${SHARED_DIR}`);
+      t.pass();
+    });
+  }
+}
+
+/** A fresh temp folder, removed when the test ends (pass or fail). */
+export function tempDir(t: ExecutionContext, prefix = 'pipeline-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A temp folder for a whole file (test.before / test.after.always), removed by the returned function. */
+export function fileTempDir(prefix = 'pipeline-test-'): { dir: string; remove: () => Promise<void> } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
+}

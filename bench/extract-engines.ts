@@ -85,9 +85,10 @@ async function pipelined(photos: Buffer[], size: InputSize, engine: Engine | nul
   );
 }
 
+/** Pre-decoded batches, as many at once as the engine runs (the wasm engine has one worker per core). */
 async function backboneAlone(engine: Engine, batchPixels: Uint8Array[]): Promise<void> {
-  const all = batches();
-  for (let b = 0; b < all.length; b++) await engine.run(batchPixels[b], all[b].length);
+  const limit = pLimit(engine.parallelism);
+  await Promise.all(batches().map((indices, b) => limit(() => engine.run(batchPixels[b], indices.length))));
 }
 
 interface EngineRates {

@@ -5,6 +5,7 @@
 import { run as engines } from './extract-engines.js';
 import { run as extract } from './extract.js';
 import { describeMachine } from './machine.js';
+import { run as sweep } from './sweep.js';
 
 interface Benchmark {
   readonly name: string;
@@ -14,6 +15,7 @@ interface Benchmark {
 const BENCHMARKS: Benchmark[] = [
   { name: 'extract', run: extract },
   { name: 'engines', run: engines },
+  { name: 'sweep', run: sweep },
 ];
 
 const only = process.argv.slice(2);

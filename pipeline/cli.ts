@@ -11,6 +11,8 @@ import { runExtract } from '../stages/extract.js';
 import { runSweep } from '../stages/sweep.js';
 import { chooseSweep, gatherReport } from '../stages/report.js';
 import { listSweeps } from '../cache/sweeps.js';
+import { renderHtml } from '../stages/report/html.js';
+import { writeFileAtomically } from './files.js';
 import { reportText } from './report-text.js';
 import { percent, rankingTable } from './tables.js';
 import { BACKENDS } from './backend.js';
@@ -130,8 +132,13 @@ async function reportCommand(argv: { config?: string; db?: string; sweep?: numbe
       return;
     }
     const facts = gatherReport(db, chooseSweep(db, argv.sweep));
+    if (argv.html) {
+      const html = await renderHtml(facts, { imageRoot: facts.extraction.dataset_root });
+      await writeFileAtomically(argv.html, html, '--html');
+      say(`wrote ${argv.html}`);
+    }
     if (argv.json) say(JSON.stringify(facts, null, 2));
-    else say(reportText(facts, argv.top ?? 10));
+    else if (!argv.html) say(reportText(facts, argv.top ?? 10));
   } finally {
     db.close();
   }

@@ -6,7 +6,7 @@ import Table from 'cli-table3';
 export function reportText(facts: ReportFacts, top = 10): string {
   const { sweep, extraction, best } = facts;
   const metricIsAccuracy = sweep.metric.name === 'val_accuracy';
-  const varying = Object.keys(best.params).filter((name) => facts.variants.some((v) => v.params[name] !== best.params[name]));
+  const varying = facts.varying_params;
   const ranking = new Table({
     chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
     style: { head: [], border: [] },

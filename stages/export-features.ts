@@ -2,12 +2,13 @@
  * `pipeline export-features`: the cached vectors as NumPy `features.npy` (float32, N x dim)
  * and `index.csv` (path,label,split,sha256 in the same row order), for use from Python.
  */
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import type { Db } from '../cache/database.js';
 import { type FeatureSet, listItems, loadVectors } from '../cache/features.js';
 import { UserError, messageOf } from '../pipeline/errors.js';
+import { writeFileAtomically } from '../pipeline/files.js';
 
 export interface ExportedFeatures {
   readonly rows: number;
@@ -29,18 +30,12 @@ export async function exportFeatures(db: Db, featureSet: FeatureSet, outDir: str
   const files = [join(outDir, 'features.npy'), join(outDir, 'index.csv')];
   try {
     await mkdir(outDir, { recursive: true });
-    await writeAtomically(files[0], npy(matrix, [rows.length, featureSet.dim]));
-    await writeAtomically(files[1], csv);
   } catch (error) {
-    throw new UserError(`cannot write to ${outDir} (--out): ${messageOf(error)}`);
+    throw new UserError(`cannot create ${outDir} (--out): ${messageOf(error)}`);
   }
+  await writeFileAtomically(files[0], npy(matrix, [rows.length, featureSet.dim]), '--out');
+  await writeFileAtomically(files[1], csv, '--out');
   return { rows: rows.length, dim: featureSet.dim, files };
-}
-
-async function writeAtomically(path: string, data: Uint8Array | string): Promise<void> {
-  const partial = `${path}.partial-${process.pid}`;
-  await writeFile(partial, data);
-  await rename(partial, path);
 }
 
 /** NumPy .npy v1.0: magic, header length, a Python-dict header padded to 64 bytes, raw data. */

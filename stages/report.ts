@@ -8,7 +8,7 @@ import { type FeatureSet, getFeatureSet, latestExtractRun, listFailures, listIte
 import { type StoredRun, type SweepRow, getSweep, listSweeps, loadRuns } from '../cache/sweeps.js';
 import { UserError } from '../pipeline/errors.js';
 import type { SweepConfig } from '../pipeline/sweep-config.js';
-import { type Metric, type VariantSummary, rankVariants } from './sweep/ranking.js';
+import { type Metric, type VariantSummary, rankVariants, varyingParameters } from './sweep/ranking.js';
 import { loadSweepData } from './sweep.js';
 
 export interface RunFacts {
@@ -75,6 +75,8 @@ export interface ReportFacts {
     images_per_second: number | null;
   };
   readonly labels: string[];
+  /** Parameters that differ between the sweep's variants. */
+  readonly varying_params: string[];
   readonly best: {
     params: Record<string, number | string>;
     run_key: string;
@@ -177,6 +179,7 @@ export function gatherReport(db: Db, sweepRow: SweepRow): ReportFacts {
       images_per_second: extract?.imagesPerSecond ?? null,
     },
     labels: data.labels,
+    varying_params: varyingParameters(ranking),
     best: {
       params: winner.params,
       run_key: best.runKey,

@@ -92,7 +92,12 @@ test('BatchNorm folding: Keras-layout weights folded at load give the features o
   const fromFolded = await loadFeatures(foldedFile, pixels);
   pixels.dispose();
   t.is(fromKeras.length, 2 * 1280);
-  t.true(maxAbsDiff(fromKeras, fromFolded) <= 1e-5, `max abs diff ${maxAbsDiff(fromKeras, fromFolded)}`);
+  // The test folds in float64 with one rounding; the loader rounds the per-channel scale to
+  // float32 first. That ulp-level difference grows through 52 layers to ~2e-6 of the
+  // features' magnitude, so the bound is 1e-5 relative to the largest feature.
+  const magnitude = Math.max(1, ...fromFolded.map(Math.abs));
+  const diff = maxAbsDiff(fromKeras, fromFolded);
+  t.true(diff <= 1e-5 * magnitude, `max abs diff ${diff}, largest feature ${magnitude}`);
   // Not a vacuous comparison: the features vary and the two images differ.
   const spread = Math.max(...fromKeras) - Math.min(...fromKeras);
   t.true(spread > 0.05, `feature spread ${spread}`);

@@ -284,7 +284,7 @@ const rmspropKernel: Kernel = (() => {
 
 const KERNELS = [maskKernel, denseKernel, outerKernel, adamKernel, sgdKernel, rmspropKernel];
 
-function assemble(kernels: readonly Kernel[]): Uint8Array {
+function assemble(kernels: readonly Kernel[]): Uint8Array<ArrayBuffer> {
   const types = kernels.map((k) => [0x60, ...vector(k.params.map((p) => [p])), 0]);
   const importMemory = [...name('env'), ...name('memory'), 0x02, 0x00, 0x00];
   const functions = kernels.map((_, i) => uleb(i));

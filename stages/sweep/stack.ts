@@ -78,6 +78,8 @@ export class HeadStack {
   private readonly logitsGrad: number;
   private readonly random: number;
   private readonly runBase: number;
+  /** one row's softmax, reused: the step loop must not allocate */
+  private readonly probabilities: Float64Array;
 
   constructor(readonly shape: StackShape, train: { x: Float32Array; y: Int32Array }, runCount: number) {
     const { dim, hiddenUnits, classes, batchSize } = shape;
@@ -93,6 +95,7 @@ export class HeadStack {
     this.logitsGrad = take(batchSize * classes);
     this.random = take(batchSize * widest / 2);
     this.runBase = bytes;
+    this.probabilities = new Float64Array(classes);
     bytes += runCount * this.runBytes();
     this.memory = new WebAssembly.Memory({ initial: Math.ceil(bytes / 65536) });
     this.f32 = new Float32Array(this.memory.buffer);
@@ -219,19 +222,19 @@ export class HeadStack {
    */
   private softmaxCrossEntropy(run: StackRun, rows: Int32Array, stats: BatchStats): void {
     const { classes } = this.shape;
-    const z = this.logits / 4;
-    const g = this.logitsGrad / 4;
     const off = run.smoothing / classes;
+    const probabilities = this.probabilities;
     for (let r = 0; r < rows.length; r++) {
       const label = this.trainY[rows[r]];
-      const scores = this.f32.subarray(z + r * classes, z + (r + 1) * classes);
-      const probabilities = softmax(scores);
+      const z = this.logits / 4 + r * classes;
+      softmaxInto(probabilities, this.f32.subarray(z, z + classes));
       stats.lossSum += crossEntropy(probabilities, label);
       if (argmax(probabilities) === label) stats.correct++;
       const weight = run.lossWeights[label] / rows.length;
+      const g = this.logitsGrad / 4 + r * classes;
       for (let c = 0; c < classes; c++) {
         const target = (c === label ? 1 - run.smoothing : 0) + off;
-        this.f32[g + r * classes + c] = weight * (probabilities[c] - target);
+        this.f32[g + c] = weight * (probabilities[c] - target);
       }
     }
   }
@@ -298,12 +301,13 @@ function balancedWeights(counts: Int32Array): Float64Array {
   return Float64Array.from(counts, (count) => (count ? total / (counts.length * count) : 0));
 }
 
-export function softmax(scores: ArrayLike<number>): Float64Array {
+/** Writes softmax(scores) into out (same length). */
+export function softmaxInto(out: Float64Array | Float32Array, scores: ArrayLike<number>): void {
   let max = -Infinity;
   for (let i = 0; i < scores.length; i++) max = Math.max(max, scores[i]);
-  const out = Float64Array.from({ length: scores.length }, (_, i) => Math.exp(scores[i] - max));
-  const sum = out.reduce((a, b) => a + b, 0);
-  return out.map((v) => v / sum);
+  let sum = 0;
+  for (let i = 0; i < scores.length; i++) sum += out[i] = Math.exp(scores[i] - max);
+  for (let i = 0; i < scores.length; i++) out[i] /= sum;
 }
 
 /** -log p[label], with p clipped to [eps, 1 - eps] as Keras' categorical cross-entropy does. */

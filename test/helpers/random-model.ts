@@ -91,7 +91,7 @@ export function foldKerasArrays(arrays: readonly NamedArray[], alpha: number): N
           for (let o = 0; o < kernel.shape[3]; o++) {
             const index = ((y * kw + x) * cin + i) * kernel.shape[3] + o;
             const channel = layer.kind === 'depthwise' ? i : o;
-            values[index] = kernel.values[index] * Math.fround(gamma[channel] / Math.sqrt(variance[channel] + BN_EPSILON));
+            values[index] = kernel.values[index] * (gamma[channel] / Math.sqrt(variance[channel] + BN_EPSILON));
           }
         }
       }

@@ -1,0 +1,298 @@
+/**
+ * `pipeline export`: one run of a sweep as a standalone classifier, a TF.js layers model
+ * (model.json + weight shards) that takes raw 0..255 RGB pixels and returns class
+ * probabilities, plus metadata.json saying what it expects and where it came from.
+ *
+ * The backbone weights are read again from the feature set's model source and must hash
+ * to the sha256 recorded at extraction: a head is only valid on the features it was
+ * trained on. Files are written into a temporary sibling folder and renamed into place,
+ * so a failure never leaves a half-written export behind.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs';
+import { buildLayersModel, headFromArrays } from '../backbone/layers-model.js';
+import { PREPROCESSING, type ResizeMode } from '../backbone/preprocessing.js';
+import { backboneWeights, readWeightFile } from '../backbone/weights.js';
+import type { Db } from '../cache/database.js';
+import { activateBackend } from '../pipeline/backend.js';
+import { UserError, messageOf } from '../pipeline/errors.js';
+import { chooseSweep, findRun, sweepResults } from './report.js';
+import { loadSweepData } from './sweep.js';
+
+/** Bumped when metadata.json changes incompatibly; predict refuses other versions. */
+export const EXPORT_FORMAT_VERSION = 1;
+export const EXPORT_FORMAT = 'pipeline-classifier';
+
+/** metadata.json: everything needed to feed the model and to trace where it came from. */
+export interface ExportMetadata {
+  readonly format: typeof EXPORT_FORMAT;
+  readonly format_version: typeof EXPORT_FORMAT_VERSION;
+  /** Class names in output-index order. */
+  readonly labels: string[];
+  readonly input: {
+    readonly height: number;
+    readonly width: number;
+    readonly channels: 3;
+    readonly layout: 'NHWC';
+    readonly dtype: 'float32';
+    /** The model scales pixels itself: feed 8-bit sRGB values as floats. */
+    readonly range: [0, 255];
+  };
+  readonly resize: ResizeMode;
+  readonly preprocessing: {
+    readonly id: string;
+    readonly formula: string;
+    readonly scale: number;
+    readonly offset: number;
+    /** True: the Rescaling layer inside the model applies the formula. */
+    readonly in_model: true;
+  };
+  readonly output: { readonly activation: 'softmax'; readonly classes: number };
+  readonly feature_set: string;
+  readonly backbone: {
+    readonly architecture: string;
+    readonly alpha: number;
+    readonly feature_dim: number;
+    readonly source: string;
+    readonly weights_sha256: string;
+  };
+  readonly head: {
+    /** Dense layers in order (each preceded by Dropout at training time): relu between, softmax last. */
+    readonly layers: { readonly name: string; readonly units: number; readonly activation: 'relu' | 'softmax' }[];
+    /** Units of the hidden layer, 0 for a plain Dropout -> Dense head. */
+    readonly hidden_units: number;
+    readonly dropout: number;
+  };
+  readonly sweep_id: number;
+  readonly run_key: string;
+  readonly variant_key: string;
+  readonly params: Record<string, number | string>;
+  readonly seed: number;
+  readonly metrics: {
+    readonly val_accuracy: number;
+    readonly val_loss: number;
+    readonly test_accuracy: number;
+    readonly test_loss: number;
+    readonly macro_f1: number;
+  };
+  readonly created_at: string;
+  readonly pipeline_version: string;
+}
+
+export interface ExportOptions {
+  readonly db: Db;
+  /** Sweep id; the latest sweep when absent. */
+  readonly sweepId?: number;
+  /** 'best' (the best seed of the winning variant) or a run key. */
+  readonly run: string;
+  /** Output folder; created, or replaced if it holds an earlier export. */
+  readonly out: string;
+  /** Where to read the backbone weights instead of the feature set's model source (must hash the same). */
+  readonly weights?: string;
+  readonly log?: (line: string) => void;
+}
+
+export interface ExportOutcome {
+  /** Absolute path of the export folder. */
+  readonly dir: string;
+  /** File names written into it (model.json, shards, metadata.json). */
+  readonly files: string[];
+  readonly bytes: number;
+  readonly metadata: ExportMetadata;
+}
+
+/** Weight shard size, as tensorflowjs_converter's default. */
+const SHARD_BYTES = 4 * 1024 * 1024;
+
+export async function exportModel(options: ExportOptions): Promise<ExportOutcome> {
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const { db } = options;
+  const sweep = chooseSweep(db, options.sweepId);
+  const results = sweepResults(db, sweep);
+  const run = findRun(results, options.run);
+  const featureSet = results.featureSet;
+
+  // Decoding, building and saving compute little; wasm (not tfjs' default cpu backend) keeps its banner off stdout.
+  try {
+    await activateBackend(tf, 'wasm');
+  } catch (error) {
+    throw new UserError(`the wasm backend cannot load: ${messageOf(error).split('\n')[0]}`);
+  }
+  const source = options.weights ?? featureSet.modelSource;
+  const file = await readWeightFile(source).catch((error: unknown) => {
+    const hint = options.weights ? '' : ' (give their current location with --weights PATH)';
+    throw new UserError(`cannot read the backbone weights of feature set ${featureSet.id}: ${messageOf(error)}${hint}`);
+  });
+  if (file.sha256 !== featureSet.weightsSha256) {
+    throw new UserError(
+      `weights changed since extraction: ${source} hashes to ${file.sha256.slice(0, 12)}, feature set ${featureSet.id} was extracted with ${featureSet.weightsSha256.slice(0, 12)}`,
+    );
+  }
+  const backbone = await backboneWeights(file);
+  if (backbone.arch.featureDim !== featureSet.dim) {
+    throw new UserError(`backbone gives ${backbone.arch.featureDim} features, feature set ${featureSet.id} has ${featureSet.dim}`);
+  }
+
+  // Class order is the trainer's: labels of the feature set's usable images, sorted.
+  const { labels } = loadSweepData(db, featureSet, () => {});
+  const dropout = Number(run.params.dropout ?? 0);
+  const head = headFromArrays(run.weights, backbone.arch.featureDim, Number.isFinite(dropout) ? dropout : 0);
+  if (head.classes !== labels.length) {
+    throw new UserError(
+      `run ${run.runKey} has ${head.classes} outputs but feature set ${featureSet.id} now has ${labels.length} classes (${labels.join(', ')}): the dataset changed since sweep ${sweep.id}`,
+    );
+  }
+
+  const size = { height: featureSet.height, width: featureSet.width };
+  const metadata: ExportMetadata = {
+    format: EXPORT_FORMAT,
+    format_version: EXPORT_FORMAT_VERSION,
+    labels,
+    input: { height: size.height, width: size.width, channels: 3, layout: 'NHWC', dtype: 'float32', range: [0, 255] },
+    resize: featureSet.resize as ResizeMode,
+    preprocessing: {
+      id: featureSet.preprocessing,
+      formula: `x / ${PREPROCESSING.scale} - ${PREPROCESSING.offset}`,
+      scale: 1 / PREPROCESSING.scale,
+      offset: -PREPROCESSING.offset,
+      in_model: true,
+    },
+    output: { activation: 'softmax', classes: labels.length },
+    feature_set: featureSet.id,
+    backbone: {
+      architecture: backbone.arch.name,
+      alpha: backbone.arch.alpha,
+      feature_dim: backbone.arch.featureDim,
+      source: featureSet.modelSource,
+      weights_sha256: featureSet.weightsSha256,
+    },
+    head: {
+      layers: head.layers.map((layer, i) => ({
+        name: layer.name,
+        units: layer.units,
+        activation: i === head.layers.length - 1 ? ('softmax' as const) : ('relu' as const),
+      })),
+      hidden_units: head.layers.length > 1 ? head.layers[0].units : 0,
+      dropout: head.dropout,
+    },
+    sweep_id: sweep.id,
+    run_key: run.runKey,
+    variant_key: run.variantKey,
+    params: run.params,
+    seed: run.seed,
+    metrics: {
+      val_accuracy: run.valAccuracy,
+      val_loss: run.valLoss,
+      test_accuracy: run.testAccuracy,
+      test_loss: run.testLoss,
+      macro_f1: run.macroF1,
+    },
+    created_at: new Date().toISOString(),
+    pipeline_version: pipelineVersion(),
+  };
+
+  const model = buildLayersModel({ arch: backbone.arch, layers: backbone.layers, size, head });
+  let files: Record<string, Buffer>;
+  try {
+    files = await serialize(model, metadata);
+  } finally {
+    model.dispose();
+  }
+  const dir = resolve(options.out);
+  await writeFolder(dir, files, options.out);
+  const bytes = Object.values(files).reduce((sum, data) => sum + data.length, 0);
+  log(`exported run ${run.runKey} of sweep ${sweep.id} to ${dir} (${Object.keys(files).length} files, ${(bytes / 1e6).toFixed(1)} MB)`);
+  return { dir, files: Object.keys(files), bytes, metadata };
+}
+
+/** model.json (tensorflowjs_converter's layout), weight shards, metadata.json: as bytes. */
+async function serialize(model: tf.LayersModel, metadata: ExportMetadata): Promise<Record<string, Buffer>> {
+  let artifacts: tf.io.ModelArtifacts | undefined;
+  await model.save(
+    tf.io.withSaveHandler(async (saved) => {
+      artifacts = saved;
+      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+    }),
+  );
+  if (!artifacts?.weightData || !artifacts.weightSpecs) throw new Error('model.save produced no weights');
+  const data = Buffer.from(tf.io.CompositeArrayBuffer.join(artifacts.weightData));
+  const shardCount = Math.max(1, Math.ceil(data.length / SHARD_BYTES));
+  const files: Record<string, Buffer> = {};
+  const paths: string[] = [];
+  for (let i = 0; i < shardCount; i++) {
+    const name = `group1-shard${i + 1}of${shardCount}.bin`;
+    files[name] = data.subarray(i * SHARD_BYTES, Math.min(data.length, (i + 1) * SHARD_BYTES));
+    paths.push(name);
+  }
+  const modelJson = {
+    format: artifacts.format ?? 'layers-model',
+    generatedBy: artifacts.generatedBy,
+    convertedBy: `pipeline ${metadata.pipeline_version}`,
+    modelTopology: artifacts.modelTopology,
+    weightsManifest: [{ paths, weights: artifacts.weightSpecs }],
+  };
+  return {
+    'model.json': Buffer.from(JSON.stringify(modelJson)),
+    ...files,
+    'metadata.json': Buffer.from(`${JSON.stringify(metadata, null, 2)}\n`),
+  };
+}
+
+/** Files this exporter writes: a folder holding only these may be replaced by a new export. */
+const isExportFile = (name: string) => name === 'model.json' || name === 'metadata.json' || /^group\d+-shard\d+of\d+\.bin$/.test(name);
+
+/**
+ * Writes the files into `.NAME.tmp-PID-RANDOM` beside the target, then renames it into
+ * place. An existing target is replaced only when empty or an earlier export.
+ */
+async function writeFolder(dir: string, files: Record<string, Buffer>, given: string): Promise<void> {
+  const fail = (error: unknown): never => {
+    throw new UserError(`cannot write the export to ${given}: ${messageOf(error).split('\n')[0]}`);
+  };
+  const existing = await stat(dir).catch((error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? undefined : fail(error)));
+  if (existing && !existing.isDirectory()) fail(new Error('it exists and is not a folder'));
+  if (existing) {
+    const names = await readdir(dir).catch(fail);
+    const foreign = names.filter((name) => !isExportFile(name));
+    if (foreign.length > 0) fail(new Error(`the folder exists and holds other files (${foreign.slice(0, 3).join(', ')}); choose an empty or new folder`));
+  }
+  const parent = dirname(dir);
+  await mkdir(parent, { recursive: true }).catch(fail);
+  const temp = join(parent, `.${basename(dir)}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 10)}`);
+  const old = `${temp}-old`;
+  try {
+    await mkdir(temp).catch(fail);
+    for (const [name, data] of Object.entries(files)) await writeFile(join(temp, name), data).catch(fail);
+    if (existing) await rename(dir, old).catch(fail);
+    try {
+      await rename(temp, dir);
+    } catch (error) {
+      if (existing) await rename(old, dir).catch(() => {});
+      fail(error);
+    }
+  } finally {
+    await rm(temp, { recursive: true, force: true }).catch(() => {});
+    await rm(old, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+let version: string | undefined;
+
+/** The version in the pipeline package.json above this file (works from the source tree and dist/). */
+export function pipelineVersion(): string {
+  if (version) return version;
+  let folder = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = join(folder, 'package.json');
+    if (existsSync(pkg)) {
+      const parsed = JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string; version?: string };
+      if (parsed.name === 'pipeline' && parsed.version) return (version = parsed.version);
+    }
+    const up = dirname(folder);
+    if (up === folder) return (version = 'unknown');
+    folder = up;
+  }
+}

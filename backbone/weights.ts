@@ -70,7 +70,7 @@ export function modelCacheDir(): string {
 
 export async function readWeightFile(source: string): Promise<WeightFile> {
   const modelPath = isUrl(source) ? await downloadModel(source) : resolve(source);
-  if (!existsSync(modelPath)) throw new UserError(`model file not found: ${modelPath} (--model / model.url)`);
+  if (!existsSync(modelPath)) throw new UserError(`model file not found: ${modelPath} (--model / model.weights)`);
   const modelJson = parseModelJson(await readFile(modelPath, 'utf8'), source);
   const folder = dirname(modelPath);
   const specs = modelJson.weightsManifest.flatMap((group) => group.weights);

@@ -12,6 +12,8 @@ import { runSweep } from '../stages/sweep.js';
 import { chooseSweep, gatherReport } from '../stages/report.js';
 import { listSweeps } from '../cache/sweeps.js';
 import { renderHtml } from '../stages/report/html.js';
+import { exportModel } from '../stages/export.js';
+import { predictFiles } from '../stages/predict.js';
 import { writeFileAtomically } from './files.js';
 import { reportText } from './report-text.js';
 import { percent, rankingTable } from './tables.js';
@@ -144,6 +146,40 @@ async function reportCommand(argv: { config?: string; db?: string; sweep?: numbe
   }
 }
 
+async function exportCommand(argv: { config?: string; db?: string; sweep?: number; run?: string; out: string; weights?: string }) {
+  const config = configOf(argv);
+  const db = openDatabase(config.cache.db, { readonly: true });
+  try {
+    const result = await exportModel({ db, sweepId: argv.sweep, run: argv.run ?? 'best', out: argv.out, weights: argv.weights });
+    const m = result.metadata;
+    say(`exported run ${m.run_key} of sweep ${m.sweep_id} to ${result.dir} (${result.files.length} files, ${(result.bytes / 1e6).toFixed(1)} MB)`);
+    say(`  classes  ${m.labels.join(', ')}`);
+    say(`  input    ${m.input.height}x${m.input.width} RGB 0..255, resize ${m.resize}; ${m.preprocessing.formula} is inside the model`);
+    say(
+      `  metrics  val acc ${percent(m.metrics.val_accuracy)}  test acc ${percent(m.metrics.test_accuracy)}  macro-F1 ${m.metrics.macro_f1.toFixed(3)}`,
+    );
+  } finally {
+    db.close();
+  }
+}
+
+async function predictCommand(argv: { files: string[]; model: string; json?: boolean; top?: number }) {
+  const result = await predictFiles(argv.files, argv.model, { top: argv.top ?? 3 });
+  const failed = result.predictions.filter((p) => !p.ok).length;
+  if (argv.json) {
+    say(JSON.stringify({ model: result.modelDir, labels: result.metadata.labels, predictions: result.predictions }, null, 2));
+  } else {
+    const width = Math.max(...result.predictions.map((p) => p.file.length));
+    for (const p of result.predictions) {
+      const detail = p.ok ? p.top.map((c) => `${c.label} ${percent(c.probability)}`).join('   ') : `error: ${p.error}`;
+      say(`${p.file.padEnd(width)}   ${detail}`);
+    }
+    say(`${result.predictions.length - failed} predicted, ${failed} failed (model ${result.modelDir}, ${result.backend})`);
+  }
+  // Every file was still predicted; the exit code tells scripts that some were not.
+  if (failed > 0) process.exitCode = 1;
+}
+
 function cacheCommand(argv: { config?: string; db?: string; failures?: boolean; 'feature-set'?: string }) {
   const config = configOf(argv);
   const db = openDatabase(config.cache.db, { readonly: true });
@@ -207,6 +243,28 @@ export function buildCli(args: string[]) {
       (argv) => reportCommand(argv),
     )
     .command(
+      'export',
+      'write a trained head joined to the backbone as a TF.js layers model',
+      (a) =>
+        withCacheFlags(a)
+          .option('sweep', { type: 'string', coerce: positiveInt('sweep'), describe: 'sweep id (default: the latest)' })
+          .option('run', { type: 'string', describe: 'run key, or best (default): the best seed of the winning variant' })
+          .option('out', { type: 'string', demandOption: true, describe: 'output folder' })
+          .option('weights', { type: 'string', describe: 'backbone model.json, if it moved since extraction (hash-checked)' }),
+      (argv) => exportCommand(argv),
+    )
+    .command(
+      'predict <files..>',
+      'classify images with an exported model',
+      (a) =>
+        a
+          .positional('files', { type: 'string', array: true, demandOption: true, describe: 'image files' })
+          .option('model', { type: 'string', demandOption: true, describe: 'folder written by pipeline export' })
+          .option('json', { type: 'boolean', describe: 'print JSON' })
+          .option('top', { type: 'string', coerce: positiveInt('top'), describe: 'classes per image (default 3)' }),
+      (argv) => predictCommand({ ...argv, files: argv.files ?? [] }),
+    )
+    .command(
       'cache',
       'list the feature sets in the cache',
       (a) =>
@@ -224,7 +282,7 @@ export function buildCli(args: string[]) {
           .option('feature-set', { type: 'string', describe: 'feature set id (default: the only one)' }),
       (argv) => exportFeaturesCommand(argv),
     )
-    .demandCommand(1, 'name a command: extract, sweep, report, cache, export-features')
+    .demandCommand(1, 'name a command: extract, sweep, report, export, predict, cache, export-features')
     .strict()
     .help()
     .alias('h', 'help')

@@ -20,7 +20,6 @@ import type { Db } from '../cache/database.js';
 import { activateBackend } from '../pipeline/backend.js';
 import { UserError, messageOf } from '../pipeline/errors.js';
 import { chooseSweep, findRun, sweepResults } from './report.js';
-import { loadSweepData } from './sweep.js';
 
 /** Bumped when metadata.json changes incompatibly; predict refuses other versions. */
 export const EXPORT_FORMAT_VERSION = 1;
@@ -136,14 +135,12 @@ export async function exportModel(options: ExportOptions): Promise<ExportOutcome
     throw new UserError(`backbone gives ${backbone.arch.featureDim} features, feature set ${featureSet.id} has ${featureSet.dim}`);
   }
 
-  // Class order is the trainer's: labels of the feature set's usable images, sorted.
-  const { labels } = loadSweepData(db, featureSet, () => {});
+  // Class order as the run was trained and scored: its per-class report lists labels by class index.
+  const labels = run.perClass.map((c) => c.label);
   const dropout = Number(run.params.dropout ?? 0);
   const head = headFromArrays(run.weights, backbone.arch.featureDim, Number.isFinite(dropout) ? dropout : 0);
-  if (head.classes !== labels.length) {
-    throw new UserError(
-      `run ${run.runKey} has ${head.classes} outputs but feature set ${featureSet.id} now has ${labels.length} classes (${labels.join(', ')}): the dataset changed since sweep ${sweep.id}`,
-    );
+  if (head.classes !== labels.length || new Set(labels).size !== labels.length) {
+    throw new UserError(`run ${run.runKey} has ${head.classes} outputs but its report lists ${labels.length} classes (${labels.join(', ')})`);
   }
 
   const size = { height: featureSet.height, width: featureSet.width };

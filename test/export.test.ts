@@ -8,7 +8,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs';
-import { buildLayersModel } from '../backbone/layers-model.js';
+import { buildLayersModel, headFromArrays } from '../backbone/layers-model.js';
 import { type InputSize, PREPROCESSING } from '../backbone/preprocessing.js';
 import { createTfjsBackbone } from '../backbone/tfjs-backbone.js';
 import { backboneWeights, readWeightFile } from '../backbone/weights.js';
@@ -17,7 +17,7 @@ import { activateBackend } from '../pipeline/backend.js';
 import { UserError } from '../pipeline/errors.js';
 import { type ExportMetadata, exportModel } from '../stages/export.js';
 import { loadExportedModel } from '../stages/predict.js';
-import { FIXTURE_CLASSES, FIXTURE_FEATURE_SET, type ExportFixture, headProbabilities, makeExportFixture } from './helpers/export-fixture.js';
+import { FIXTURE_CLASSES, FIXTURE_FEATURE_SET, type ExportFixture, headProbabilities, makeExportFixture, randomHead } from './helpers/export-fixture.js';
 import { classTint, writeImage } from './helpers/images.js';
 import { writeRandomModel } from './helpers/random-model.js';
 import { SHARED_MODEL_100, TRASHNET_DIR, fileTempDir, serialTestWithShared, tempDir } from './helpers/shared.js';
@@ -226,6 +226,20 @@ test.serial('unknown run key and changed backbone weights are UserErrors', async
     message: /weights changed since extraction/,
   });
   t.false(existsSync(join(dir, 'a')) || existsSync(join(dir, 'b')));
+});
+
+test('headFromArrays orders dense, dense_1 (and hidden, dense) and checks the chain of shapes', (t) => {
+  const keras = headFromArrays(randomHead(1280, 3, 16, 1).reverse(), 1280, 0.2);
+  t.deepEqual(keras.layers.map((l) => [l.name, l.inputs, l.units]), [['dense', 1280, 16], ['dense_1', 16, 3]]);
+  t.is(keras.classes, 3);
+  const renamed = randomHead(1280, 3, 16, 1).map((a) => ({ ...a, name: a.name.replace('dense_1/', 'out/').replace('dense/', 'hidden/').replace('out/', 'dense/') }));
+  t.deepEqual(headFromArrays(renamed, 1280, 0).layers.map((l) => l.name), ['hidden', 'dense']);
+  t.throws(() => headFromArrays(randomHead(1024, 3, 0, 1), 1280, 0), { instanceOf: UserError, message: /expected \[1280, units\]/ });
+  t.throws(() => headFromArrays([...randomHead(1280, 3, 0, 1), { name: 'conv/kernel', shape: [1], values: new Float32Array(1) }], 1280, 0), {
+    instanceOf: UserError,
+    message: /does not know/,
+  });
+  t.throws(() => headFromArrays(randomHead(1280, 3, 0, 1).slice(0, 1), 1280, 0), { instanceOf: UserError });
 });
 
 serialTestWithShared('real alpha 1.0 weights at 224x224: LayersModel features = fused engine features on TrashNet (1e-4)', async (t) => {

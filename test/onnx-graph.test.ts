@@ -38,7 +38,8 @@ function decode(weights: BackboneWeights): Model {
 const arch = mobilenetV2(1.0);
 const model = decode(indexWeights(arch));
 const initializer = (name: string) => model.graph.initializer.find((t) => t.name === name)!;
-const floats = (tensor: Tensor) => new Float32Array(tensor.raw_data.slice().buffer);
+// A copy: decoded bytes are a Buffer view into a shared pool, at any alignment.
+const floats = (tensor: Tensor) => new Float32Array(Uint8Array.from(tensor.raw_data).buffer);
 const dims = (info: ValueInfo) => info.type.tensor_type.shape.dim.map((d) => d.dim_param || d.dim_value);
 
 test('one node per operation of MobileNetV2: 52 convs, 35 ReLU6, 10 residual adds, preprocessing and pooling', (t) => {

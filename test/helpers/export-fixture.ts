@@ -1,15 +1,15 @@
 /**
  * A cache with one finished sweep, for export/predict tests: a random alpha 0.35 backbone
- * written as a model folder, a feature set pointing at it, dataset items with made-up
- * feature vectors (export only needs their labels and split), and two stored runs with
- * seeded random heads: a plain one (dense) and one with a hidden layer (dense, dense_1).
+ * written as a model folder, a feature set pointing at it, and two stored runs with seeded
+ * random heads: a plain one (dense) and one with a hidden layer (dense, dense_1). Export
+ * needs no feature vectors: a run's labels come from its per-class report.
  * Nothing here runs the backbone or the trainer.
  */
 import { join } from 'node:path';
 import { PREPROCESSING } from '../../backbone/preprocessing.js';
 import { readWeightFile } from '../../backbone/weights.js';
 import { type Db, openDatabase } from '../../cache/database.js';
-import { ensureFeatureSet, replaceItems, saveBatch } from '../../cache/features.js';
+import { ensureFeatureSet } from '../../cache/features.js';
 import { type NamedArray, type StoredRun, createSweep, finishSweep, saveRun } from '../../cache/sweeps.js';
 import { rng, writeRandomModel } from './random-model.js';
 
@@ -98,17 +98,6 @@ export async function makeExportFixture(dir: string, options: FixtureOptions = {
     preprocessing: PREPROCESSING.id,
     backend: 'wasm',
     dim,
-  });
-
-  // 10 items per class: the seeded 70/15/15 split leaves every part non-empty.
-  const random = rng(seed + 1);
-  const items = FIXTURE_CLASSES.flatMap((label) =>
-    Array.from({ length: 10 }, (_, i) => ({ path: `${label}/${label}_${i}.jpg`, label, split: null, sha256: `${label}-${i}`.padEnd(64, '0') })),
-  );
-  replaceItems(db, featureSet.id, items);
-  saveBatch(db, featureSet.id, {
-    features: items.map((item) => ({ sha256: item.sha256, vector: Float32Array.from({ length: dim }, () => random() * 6) })),
-    failures: [],
   });
 
   const config = { sweep: { metric: { name: 'val_accuracy', goal: 'maximize' }, seeds: [1] } };

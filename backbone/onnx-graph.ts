@@ -111,6 +111,10 @@ interface NodeProto {
 /** A dimension is fixed (a number) or named and left to run time (a string). */
 type Dim = number | string;
 
+/** Scalar initializers shared by every Clip that implements ReLU6. */
+const RELU6_MIN = 'relu6/min';
+const RELU6_MAX = 'relu6/max';
+
 /** The ModelProto message type; keepCase: objects use onnx.proto's own snake_case field names. */
 export const ModelProto = protobuf.parse(ONNX_SUBSET, { keepCase: true }).root.lookupType('onnx.ModelProto');
 
@@ -125,7 +129,7 @@ class GraphWriter {
     return name;
   }
 
-  /** Weights go in as raw little-endian bytes, which is how ONNX stores raw_data and how Node lays out Float32Array on every platform it supports. */
+  /** raw_data is little-endian by ONNX's definition, as Float32Array is on every platform Node runs ORT on. */
   constant(name: string, dims: number[], values: Float32Array): string {
     const raw_data = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
     this.initializers.push({ name, dims, data_type: DataType.FLOAT, raw_data });
@@ -145,7 +149,7 @@ function valueInfo(name: string, elemType: number, dims: readonly Dim[]) {
 }
 
 /** ONNX Conv's weight shape: OIHW, and [C, 1, kh, kw] for a depthwise conv (group = C). */
-export function onnxKernelShape(layer: ConvLayer): [number, number, number, number] {
+function onnxKernelShape(layer: ConvLayer): [number, number, number, number] {
   const [kh, kw, inChannels, outChannels] = kernelShape(layer);
   return layer.kind === 'depthwise' ? [inChannels, 1, kh, kw] : [outChannels, inChannels, kh, kw];
 }
@@ -190,15 +194,15 @@ function conv(graph: GraphWriter, weights: BackboneWeights, layer: ConvLayer, x:
     // TF 'same': the odd pixel of padding goes at the end, which is what SAME_UPPER means.
     auto_pad: 'SAME_UPPER',
   });
-  return layer.relu6 ? graph.node('Clip', `${layer.name}/relu6`, [y, 'relu6/min', 'relu6/max']) : y;
+  return layer.relu6 ? graph.node('Clip', `${layer.name}/relu6`, [y, RELU6_MIN, RELU6_MAX]) : y;
 }
 
 /** Serialized ModelProto of the backbone: uint8 [batch, height, width, 3] in, float32 [batch, featureDim] out. */
 export function buildOnnxModel(weights: BackboneWeights): Uint8Array {
   const { arch } = weights;
   const graph = new GraphWriter();
-  graph.constant('relu6/min', [], Float32Array.of(0));
-  graph.constant('relu6/max', [], Float32Array.of(6));
+  graph.constant(RELU6_MIN, [], Float32Array.of(0));
+  graph.constant(RELU6_MAX, [], Float32Array.of(6));
   let x = conv(graph, weights, arch.stem, preprocess(graph));
   arch.blocks.forEach((block, index) => {
     let y = block.expand ? conv(graph, weights, block.expand, x) : x;

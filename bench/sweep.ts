@@ -3,25 +3,34 @@
  * runs, up to 50 epochs, batch 32, adam, early stopping on val_loss with patience 5)
  * through the batched trainer, and run by run through the tf.layers reference.
  *
- * Features: PIPELINE_BENCH_FEATURES=/path/features.npy (float32 N x dim, .npy v1) with
- * index.csv (path,label,split,sha256) beside it; otherwise synthetic TrashNet-shaped ones.
+ * Features: real TrashNet ones when ../shared exists, extracted by the extract stage (224x224,
+ * onnx, else wasm) into runs/bench/trashnet-224.sqlite, which later runs reuse; otherwise
+ * synthetic TrashNet-shaped ones.
  */
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
+import { openDatabase } from '../cache/database.js';
+import { type ExtractSummary, runExtract } from '../stages/extract.js';
+import { loadSweepData } from '../stages/sweep.js';
 import { RandomStream } from '../stages/sweep/random.js';
 import { trainReference } from '../stages/sweep/reference.js';
 import { type EarlyStopping, type HeadParams, type RunResult, type RunSpec, type TrainData, trainHeads } from '../stages/sweep/trainer.js';
 import { median } from './machine.js';
+
+/** The checkout (this file runs as dist/bench/sweep.js). */
+const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const SHARED = resolve(REPO_ROOT, '..', 'shared');
+const FEATURE_CACHE = join(REPO_ROOT, 'runs/bench/trashnet-224.sqlite');
 
 const DEFAULTS: HeadParams = {
   dropout: 0, learningRate: 0.001, epochs: 50, batchSize: 32, optimizer: 'adam',
   hiddenUnits: 0, weightDecay: 0, labelSmoothing: 0, classWeight: 'none',
 };
 const EARLY: EarlyStopping = { monitor: 'val_loss', patience: 5 };
-/** wasm is the default backend and gets the repeats; cpu is timed once for comparison. */
-const REPEATS = { wasm: 3, cpu: 1 };
+const REPEATS = 3;
 /** Reference runs actually timed; the rest is extrapolated per epoch. */
 const REFERENCE_SAMPLE = 4;
 
@@ -65,49 +74,37 @@ export function syntheticData(sizes = { train: 1768, val: 328, test: 431 }, dim 
   return { dim, classes, train: split(sizes.train), val: split(sizes.val), test: split(sizes.test) };
 }
 
-/** A v1 .npy float32 little-endian C-order 2-d array. */
-function readNpy(path: string): { values: Float32Array; rows: number; cols: number } {
-  const bytes = readFileSync(path);
-  if (bytes.toString('latin1', 0, 6) !== '\x93NUMPY' || bytes[6] !== 1) throw new Error(`${path}: not a v1 .npy file`);
-  const headerLength = bytes.readUInt16LE(8);
-  const header = bytes.toString('latin1', 10, 10 + headerLength);
-  const shape = /'shape':\s*\((\d+),\s*(\d+)\)/.exec(header);
-  if (!header.includes("'descr': '<f4'") || !header.includes("'fortran_order': False") || !shape) {
-    throw new Error(`${path}: expected a C-order little-endian float32 2-d array, got ${header.trim()}`);
+/** Real TrashNet features through the project's own extract stage, cached so later runs reuse them. */
+async function realData(): Promise<{ data: TrainData; source: string }> {
+  const log = () => {};
+  let summary: ExtractSummary | undefined;
+  for (const backend of ['onnx', 'wasm'] as const) {
+    try {
+      summary = await runExtract({
+        dataset: { root: join(SHARED, 'datasets/trashnet'), url: null, sha256: null, splits: null },
+        model: { weights: join(SHARED, 'models/mobilenet_v2_1.00_224_no_top/model.json'), size: { height: 224, width: 224 }, resize: 'fill' },
+        db: FEATURE_CACHE, backend, batch: 8, concurrency: 4, log,
+      });
+      break;
+    } catch (error) {
+      if (backend === 'wasm') throw error;
+      console.log(`extract with onnx failed (${(error as Error).message.split('\n')[0]}); falling back to wasm`);
+    }
   }
-  const [rows, cols] = [Number(shape[1]), Number(shape[2])];
-  const start = 10 + headerLength;
-  const values = new Float32Array(bytes.buffer.slice(bytes.byteOffset + start, bytes.byteOffset + start + rows * cols * 4));
-  return { values, rows, cols };
+  const { featureSet, extracted, seconds } = summary!;
+  const db = openDatabase(FEATURE_CACHE);
+  try {
+    const data = loadSweepData(db, featureSet, log);
+    const work = extracted ? `extracted ${extracted} images in ${seconds.toFixed(1)} s` : 'all cached';
+    return { data, source: `real TrashNet features, 224x224 ${featureSet.backend} (feature set ${featureSet.id} in ${FEATURE_CACHE}, ${work}; split ${data.splitSource})` };
+  } finally {
+    db.close();
+  }
 }
 
-/** Real features: rows of features.npy in the order of index.csv (path,label,split,sha256); labels sorted by name. */
-function readFeatureCache(npyPath: string): TrainData {
-  const { values, rows, cols } = readNpy(npyPath);
-  const lines = readFileSync(join(dirname(npyPath), 'index.csv'), 'utf8').trim().split(/\r?\n/);
-  const header = lines[0].split(',');
-  const [labelAt, splitAt] = [header.indexOf('label'), header.indexOf('split')];
-  // label and split never contain commas; counting from the end tolerates commas in paths
-  const records = lines.slice(1).map((line) => {
-    const fields = line.split(',');
-    const fromEnd = (index: number) => fields[fields.length - (header.length - index)];
-    return { label: fromEnd(labelAt), split: fromEnd(splitAt) };
-  });
-  if (records.length !== rows) throw new Error(`index.csv has ${records.length} rows, features.npy ${rows}`);
-  const labels = [...new Set(records.map((r) => r.label))].sort();
-  const part = (name: string) => {
-    const picked = records.flatMap((r, i) => (r.split === name ? [i] : []));
-    const x = new Float32Array(picked.length * cols);
-    picked.forEach((row, i) => x.set(values.subarray(row * cols, (row + 1) * cols), i * cols));
-    return { x, y: Int32Array.from(picked, (row) => labels.indexOf(records[row].label)) };
-  };
-  return { dim: cols, classes: labels.length, train: part('train'), val: part('val'), test: part('test') };
-}
-
-function loadData(): { data: TrainData; source: string } {
-  const path = process.env.PIPELINE_BENCH_FEATURES;
-  if (path) return { data: readFeatureCache(path), source: `real features from ${path}` };
-  return { data: syntheticData(), source: 'synthetic features (seeded gaussian clusters; set PIPELINE_BENCH_FEATURES for real ones)' };
+async function loadData(): Promise<{ data: TrainData; source: string }> {
+  if (existsSync(SHARED)) return realData();
+  return { data: syntheticData(), source: `synthetic features (seeded gaussian clusters: ${SHARED} not found)` };
 }
 
 /** The variant with the lowest mean best-epoch val loss over its seeds, and its mean val/test accuracy. */
@@ -152,19 +149,17 @@ async function timeReference(data: TrainData, runs: RunSpec[], batched: RunResul
 }
 
 export async function run(): Promise<void> {
-  const { data, source } = loadData();
+  const { data, source } = await loadData();
   const runs = defaultSweep();
   console.log(`${source}; ${data.train.y.length}/${data.val.y.length}/${data.test.y.length} rows, dim ${data.dim}, ${runs.length} runs`);
-  for (const backend of ['wasm', 'cpu'] as const) {
-    await tf.setBackend(backend);
-    const { seconds, results } = await timeBatched(data, runs, REPEATS[backend]);
-    const epochs = results.reduce((sum, r) => sum + r.epochsRun, 0);
-    console.log(`batched [${backend}]: median ${median(seconds).toFixed(2)} s of ${seconds.map((s) => s.toFixed(2)).join(', ')} ` +
-      `(${epochs} run-epochs)`);
-    console.log(`  ${winner(results)}`);
-    if (backend !== 'wasm') continue;
-    const reference = await timeReference(data, runs, results);
-    console.log(`reference run by run [${backend}]: ${reference.seconds.toFixed(1)} s (${reference.note})`);
-    console.log(`ratio reference / batched: ${(reference.seconds / median(seconds)).toFixed(1)}x`);
-  }
+  // The sweep's backend when libtensorflow is absent; it only evaluates, the training steps run in stages/sweep/simd.ts.
+  await tf.setBackend('wasm');
+  const { seconds, results } = await timeBatched(data, runs, REPEATS);
+  const epochs = results.reduce((sum, r) => sum + r.epochsRun, 0);
+  console.log(`batched [tfjs wasm]: median ${median(seconds).toFixed(2)} s of ${seconds.map((s) => s.toFixed(2)).join(', ')} ` +
+    `(${epochs} run-epochs)`);
+  console.log(`  ${winner(results)}`);
+  const reference = await timeReference(data, runs, results);
+  console.log(`reference run by run [tfjs wasm]: ${reference.seconds.toFixed(1)} s (${reference.note})`);
+  console.log(`ratio reference / batched: ${(reference.seconds / median(seconds)).toFixed(1)}x`);
 }

@@ -161,6 +161,26 @@ test.serial('a model shard cut mid-body: UserError, and nothing half-written is 
   t.is((await readWeightFile(url)).sha256, local.sha256);
 });
 
+test.serial('a model.json whose shard path climbs out of the cache folder is refused and writes nothing outside it', async (t) => {
+  const dir = tempDir(t);
+  const cacheDir = join(dir, 'a', 'b', 'cache');
+  const previous = process.env.PIPELINE_CACHE_DIR;
+  process.env.PIPELINE_CACHE_DIR = cacheDir;
+  t.teardown(() => {
+    process.env.PIPELINE_CACHE_DIR = previous;
+  });
+  const evil = {
+    weightsManifest: [{ paths: ['../../escaped.bin'], weights: [{ name: 'Conv1/kernel', shape: [1], dtype: 'float32' }] }],
+  };
+  const server = await serve(t, {
+    '/m/model.json': { type: 'application/json', body: Buffer.from(JSON.stringify(evil)) },
+    '/escaped.bin': { body: Buffer.alloc(4) },
+  });
+  // join(<cache>/<hash>, '../../escaped.bin') would be <dir>/a/b/escaped.bin.
+  await t.throwsAsync(() => readWeightFile(server.url('/m/model.json')), { instanceOf: UserError });
+  t.false(existsSync(join(dir, 'a', 'b', 'escaped.bin')), 'a shard was written outside the model cache');
+});
+
 /** A zip of a small generated dataset, with one top-level folder as TrashNet's has. */
 async function datasetZip(t: ExecutionContext): Promise<Buffer> {
   const dir = tempDir(t);
@@ -216,6 +236,24 @@ test('ensureDataset: a connection cut mid-body leaves no partial file', async (t
   t.false(existsSync(root));
   t.false(existsSync(`${root}.zip`));
   t.deepEqual(existsSync(parent) ? await readdir(parent) : [], []);
+});
+
+test('ensureDataset: a download that is not a zip (no sha256 pinned) fails, and the next run downloads again', async (t) => {
+  const zip = await datasetZip(t);
+  const routes: Record<string, Route> = {
+    '/trashnet.zip': { type: 'text/html', body: Buffer.from('<html><body>rate limited, try later</body></html>\n') },
+  };
+  const server = await serve(t, routes);
+  const root = join(tempDir(t), 'data', 'trashnet');
+  const source = { root, url: server.url('/trashnet.zip'), sha256: null };
+  const error = await t.throwsAsync(() => ensureDataset(source, () => {}), { instanceOf: UserError });
+  t.false(error!.message.includes('\n'), error!.message);
+  t.false(existsSync(root));
+  // The server recovers; the unusable file must not be reused forever.
+  routes['/trashnet.zip'] = { type: 'application/zip', body: zip };
+  await ensureDataset(source, () => {});
+  t.is(server.hits.get('/trashnet.zip'), 2, 'downloaded again');
+  t.deepEqual((await scanDataset(root)).classes, ['glass', 'metal']);
 });
 
 test('ensureDataset: a folder that exists is left alone, and without a URL nothing is fetched', async (t) => {

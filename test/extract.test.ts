@@ -281,6 +281,29 @@ test.serial('export-features of a feature set without vectors, or into a path th
   }
 });
 
+test.serial('a bad file that is fixed leaves the failure list: cache --failures shows only what fails now', async (t) => {
+  // Runs last among the serial tests: it changes the dataset the others describe.
+  await writeImage(join(dataset.root, 'alpha/corrupt.jpg'), { seed: 777 });
+  const summary = await runExtract(options());
+  t.is(summary.extracted, 1);
+  t.deepEqual(
+    summary.failures.map((f) => f.path),
+    ['alpha/empty.jpg'],
+  );
+  const db = openDatabase(dbPath, { readonly: true });
+  try {
+    t.deepEqual(
+      listFailures(db, first.featureSet.id).map((f) => f.path),
+      ['alpha/empty.jpg'],
+      'the fixed file is no longer listed as failing',
+    );
+    const summaryRow = listFeatureSets(db).find((s) => s.id === first.featureSet.id)!;
+    t.is(summaryRow.failures, 1);
+  } finally {
+    db.close();
+  }
+});
+
 test('no tensor leak: createTfjsBackbone.features over several batches, then dispose', async (t) => {
   const weights = await backboneWeights(await readWeightFile(modelJson));
   const baseline = tf.memory().numTensors;

@@ -15,9 +15,9 @@ export function makeSplit(items: readonly ItemRow[]): SplitRow[] {
   if (items.length > 0 && items.every((item) => item.split !== null)) {
     return items.map((item) => ({ path: item.path, split: item.split as SplitName, source: 'official split lists' }));
   }
-  // Group byte-identical files; a group is placed by the label of its first member.
+  // Group byte-identical files; a group is placed by the label of its first member by path.
   const groups = new Map<string, ItemRow[]>();
-  for (const item of items) groups.set(item.sha256, [...(groups.get(item.sha256) ?? []), item]);
+  for (const item of [...items].sort(byPath)) groups.set(item.sha256, [...(groups.get(item.sha256) ?? []), item]);
   const byLabel = new Map<string, ItemRow[][]>();
   for (const group of groups.values()) byLabel.set(group[0].label, [...(byLabel.get(group[0].label) ?? []), group]);
 
@@ -38,8 +38,10 @@ export function makeSplit(items: readonly ItemRow[]): SplitRow[] {
       placed += group.length;
     }
   }
-  return rows.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return rows.sort(byPath);
 }
+
+const byPath = (a: { path: string }, b: { path: string }) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
 
 /** Fisher-Yates on a copy, with groups sorted by hash first so the input order never matters. */
 function shuffle<T extends ItemRow[]>(groups: T[], random: () => number): T[] {

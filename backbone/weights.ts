@@ -6,8 +6,8 @@
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import { dirname, join, resolve, sep } from 'node:path';
+import { tf } from '../pipeline/tfjs.js';
 import envPaths from 'env-paths';
 import { download } from '../data/download.js';
 import { sha256 } from '../data/hash.js';
@@ -77,7 +77,7 @@ export async function readWeightFile(source: string): Promise<WeightFile> {
   const shards: Buffer[] = [];
   for (const group of modelJson.weightsManifest) {
     for (const shard of group.paths) {
-      const shardPath = join(folder, shard);
+      const shardPath = insideFolder(folder, shard, source);
       try {
         shards.push(await readFile(shardPath));
       } catch {
@@ -105,6 +105,13 @@ function parseModelJson(text: string, source: string): ModelJson {
   return parsed as ModelJson;
 }
 
+/** A shard named in model.json, refused if the name would lead outside the model's folder. */
+function insideFolder(folder: string, shard: string, source: string): string {
+  const path = resolve(folder, shard);
+  if (!path.startsWith(resolve(folder) + sep)) throw new UserError(`${source} names a weight shard outside its folder: ${shard}`);
+  return path;
+}
+
 interface DownloadRecord {
   url: string;
   files: Record<string, string>;
@@ -128,7 +135,7 @@ async function downloadModel(url: string): Promise<string> {
   files['model.json'] = await download(url, join(folder, 'model.json'), { what: 'model.json' });
   const modelJson = parseModelJson(await readFile(join(folder, 'model.json'), 'utf8'), url);
   for (const shard of modelJson.weightsManifest.flatMap((group) => group.paths)) {
-    files[shard] = await download(new URL(shard, url).href, join(folder, shard), { what: `weight shard ${shard}` });
+    files[shard] = await download(new URL(shard, url).href, insideFolder(folder, shard, url), { what: `weight shard ${shard}` });
   }
   await writeFile(recordPath, JSON.stringify({ url, files } satisfies DownloadRecord, null, 2));
   return join(folder, 'model.json');
@@ -230,7 +237,7 @@ function foldBatchNorm(
   };
   const [gamma, beta, mean, variance] = ['gamma', 'beta', 'moving_mean', 'moving_variance'].map(param);
   const channels = layer.outChannels;
-  const scale = new Float32Array(channels);
+  const scale = new Float64Array(channels); // rounded to float32 once, in the product below
   const bias = new Float32Array(channels);
   for (let c = 0; c < channels; c++) {
     scale[c] = gamma[c] / Math.sqrt(variance[c] + BN_EPSILON);

@@ -5,8 +5,7 @@
  * ../shared. SQLite is left out: the full extract is benchmarked on its own.
  */
 import { readFile } from 'node:fs/promises';
-import { cpus } from 'node:os';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import pLimit from 'p-limit';
 import { type Engine, startEngine } from '../backbone/engine.js';
 import { macsPerImage } from '../backbone/mobilenetv2.js';
@@ -17,9 +16,10 @@ import { decodeImage } from '../data/images.js';
 import { resolveBackend } from '../pipeline/backend.js';
 import { median } from './machine.js';
 
-const SHARED = fileURLToPath(new URL('../../../shared/', import.meta.url));
-const MODEL = `${SHARED}models/mobilenet_v2_1.00_224_no_top/model.json`;
-const DATASET = `${SHARED}datasets/trashnet`;
+// As in bench/extract.ts: run from the checkout, or point PIPELINE_SHARED elsewhere.
+const SHARED = resolve(process.env.PIPELINE_SHARED ?? '../shared');
+const MODEL = join(SHARED, 'models/mobilenet_v2_1.00_224_no_top/model.json');
+const DATASET = join(SHARED, 'datasets/trashnet');
 const IMAGES = 400;
 const REPEATS = 3;
 /** 8 is as fast as 32 on every engine (../shared/notes/cpu-engines.md). */
@@ -30,8 +30,8 @@ const SIZES: InputSize[] = [
 ];
 const ENGINES = ['wasm', 'onnx'] as const;
 type EngineName = (typeof ENGINES)[number];
-/** One decode per core, as the extract stage's default concurrency would. */
-const DECODE_CONCURRENCY = cpus().length;
+/** The extract stage's default `engine.concurrency` (pipeline/config.ts). */
+const DECODE_CONCURRENCY = 4;
 
 /** `IMAGES` photos spread evenly over the sorted dataset, so every class is in. */
 async function loadPhotos(): Promise<Buffer[]> {
@@ -52,7 +52,9 @@ async function rate(work: () => Promise<void>): Promise<number> {
 }
 
 /** Photo indices in batches of BATCH. */
-const batches = () => Array.from({ length: Math.ceil(IMAGES / BATCH) }, (_, b) => Array.from({ length: Math.min(BATCH, IMAGES - b * BATCH) }, (_, i) => b * BATCH + i));
+const BATCHES: readonly number[][] = Array.from({ length: Math.ceil(IMAGES / BATCH) }, (_, b) =>
+  Array.from({ length: Math.min(BATCH, IMAGES - b * BATCH) }, (_, i) => b * BATCH + i),
+);
 
 /**
  * Decodes one batch into `target` (a buffer reused across batches: first touches of fresh
@@ -69,12 +71,11 @@ async function decodeBatch(photos: Buffer[], indices: number[], size: InputSize,
 /** The extract stage's shape: parallelism + 1 batches in flight, decodes bounded by p-limit. */
 async function pipelined(photos: Buffer[], size: InputSize, engine: Engine | null): Promise<void> {
   const slots = (engine?.parallelism ?? 1) + 1;
-  const buffers = Array.from({ length: slots }, () => new Uint8Array(BATCH * size.height * size.width * 3));
-  const free = [...buffers];
+  const free = Array.from({ length: slots }, () => new Uint8Array(BATCH * size.height * size.width * 3));
   const decodeLimit = pLimit(DECODE_CONCURRENCY);
   const batchLimit = pLimit(slots);
   await Promise.all(
-    batches().map((indices) =>
+    BATCHES.map((indices) =>
       batchLimit(async () => {
         const buffer = free.pop()!;
         const pixels = await decodeBatch(photos, indices, size, decodeLimit, buffer);
@@ -88,7 +89,7 @@ async function pipelined(photos: Buffer[], size: InputSize, engine: Engine | nul
 /** Pre-decoded batches, as many at once as the engine runs (the wasm engine has one worker per core). */
 async function backboneAlone(engine: Engine, batchPixels: Uint8Array[]): Promise<void> {
   const limit = pLimit(engine.parallelism);
-  await Promise.all(batches().map((indices, b) => limit(() => engine.run(batchPixels[b], indices.length))));
+  await Promise.all(BATCHES.map((indices, b) => limit(() => engine.run(batchPixels[b], indices.length))));
 }
 
 interface EngineRates {
@@ -112,7 +113,7 @@ async function measureSize(weights: BackboneWeights, size: InputSize, photos: Bu
   // Decoded once up front, so "backbone alone" measures nothing but the engine.
   const limit = pLimit(DECODE_CONCURRENCY);
   const batchPixels = await Promise.all(
-    batches().map((indices) => decodeBatch(photos, indices, size, limit, new Uint8Array(indices.length * size.height * size.width * 3))),
+    BATCHES.map((indices) => decodeBatch(photos, indices, size, limit, new Uint8Array(indices.length * size.height * size.width * 3))),
   );
   const engines = {} as Record<EngineName, EngineRates>;
   for (const name of ENGINES) engines[name] = await measureEngine(name, weights, size, photos, batchPixels);

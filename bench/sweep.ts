@@ -122,7 +122,7 @@ async function timeBatched(data: TrainData, runs: RunSpec[], repeats: number): P
   let results: RunResult[] = [];
   for (let i = 0; i < repeats; i++) {
     const started = performance.now();
-    results = await trainHeads(tf, data, runs, EARLY);
+    results = await trainHeads(data, runs, EARLY);
     seconds.push((performance.now() - started) / 1000);
   }
   return { seconds, results };

@@ -131,7 +131,8 @@ export function openDatabase(file: string, options: OpenOptions = {}): Db {
     if (!options.readonly) mkdirSync(dirname(path), { recursive: true });
     db = new Database(path, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false });
     db.pragma('busy_timeout = 15000');
-    if (!options.readonly) {
+    if (options.readonly) requireSchema(db, path);
+    else {
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');
       db.pragma('foreign_keys = ON');
@@ -152,6 +153,15 @@ function looksLikeSqlite(path: string): boolean {
     return read === 0 || header.toString('latin1') === 'SQLite format 3\u0000';
   } finally {
     closeSync(fd);
+  }
+}
+
+/** A read-only command on an empty or foreign SQLite file: say so instead of "no such table". */
+function requireSchema(db: Db, path: string): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version === 0) throw new UserError(`${path} holds no pipeline cache yet: run \`pipeline extract\` first`);
+  if (version > SCHEMA_VERSION) {
+    throw new UserError(`cache database was written by a newer pipeline (schema ${version} > ${SCHEMA_VERSION})`);
   }
 }
 

@@ -71,7 +71,8 @@ export function listFeatureSets(db: Db): FeatureSetSummary[] {
     .prepare(
       `SELECT ${FEATURE_SET_COLUMNS},
         (SELECT COUNT(*) FROM dataset_items i WHERE i.feature_set = s.id) AS images,
-        (SELECT COUNT(*) FROM features f WHERE f.feature_set = s.id) AS features,
+        (SELECT COUNT(DISTINCT i.sha256) FROM dataset_items i JOIN features f ON f.feature_set = i.feature_set AND f.sha256 = i.sha256
+          WHERE i.feature_set = s.id) AS features,
         (SELECT COUNT(*) FROM failures x WHERE x.feature_set = s.id) AS failures
        FROM feature_sets s ORDER BY created_at, id`,
     )
@@ -84,9 +85,14 @@ export function replaceItems(db: Db, featureSet: string, items: readonly ItemRow
   const insert = db.prepare(
     'INSERT INTO dataset_items (feature_set, path, label, split, sha256) VALUES (?, ?, ?, ?, ?)',
   );
+  // A failure whose content is no longer in the dataset (the file was fixed or removed) is history.
+  const dropStaleFailures = db.prepare(
+    'DELETE FROM failures WHERE feature_set = ? AND sha256 NOT IN (SELECT sha256 FROM dataset_items WHERE feature_set = ?)',
+  );
   db.transaction(() => {
     remove.run(featureSet);
     for (const item of items) insert.run(featureSet, item.path, item.label, item.split, item.sha256);
+    dropStaleFailures.run(featureSet, featureSet);
   }).immediate();
 }
 

@@ -53,6 +53,8 @@ async function unpack(zipPath: string, target: string): Promise<void> {
     await mkdir(dirname(target), { recursive: true });
     await rename(lifted, target);
   } catch (error) {
+    // A zip that cannot be unpacked (an HTML error page, say) must not be reused next run.
+    await rm(zipPath, { force: true });
     throw new UserError(`cannot unpack ${zipPath}: ${messageOf(error)}`);
   } finally {
     await rm(staging, { recursive: true, force: true });

@@ -1,19 +1,13 @@
 /**
  * The `pipeline` command line. Each command loads the configuration (defaults < file <
  * flags), calls one stage, and prints what a person needs. A UserError becomes one line
- * on stderr and exit code 1.
+ * on stderr and exit code 1. Stages are imported when their command runs: loading tfjs
+ * takes a second that `--help` or `pipeline cache` should not pay.
  */
 import yargs, { type Argv } from 'yargs';
 import { openDatabase } from '../cache/database.js';
 import { listFailures, listFeatureSets } from '../cache/features.js';
-import { exportFeatures } from '../stages/export-features.js';
-import { runExtract } from '../stages/extract.js';
-import { runSweep } from '../stages/sweep.js';
-import { chooseSweep, gatherReport } from '../stages/report.js';
 import { listSweeps } from '../cache/sweeps.js';
-import { renderHtml } from '../stages/report/html.js';
-import { exportModel } from '../stages/export.js';
-import { predictFiles } from '../stages/predict.js';
 import { writeFileAtomically } from './files.js';
 import { reportText } from './report-text.js';
 import { percent, rankingTable } from './tables.js';
@@ -55,6 +49,7 @@ const say = (line: string): void => void process.stdout.write(`${line}\n`);
 
 async function extractCommand(argv: ConfigFlags & { config?: string }) {
   const config = configOf(argv);
+  const { runExtract } = await import('../stages/extract.js');
   const interrupt = onInterrupt('stopping after the batches in flight are saved (Ctrl-C again to quit at once)');
   try {
     const summary = await runExtract({
@@ -85,6 +80,7 @@ async function extractCommand(argv: ConfigFlags & { config?: string }) {
 
 async function sweepCommand(argv: { config?: string; db?: string; backend?: string; resume?: boolean; 'feature-set'?: string }) {
   const config = configOf(argv);
+  const { runSweep } = await import('../stages/sweep.js');
   const db = openDatabase(config.cache.db);
   const interrupt = onInterrupt('stopping: finished runs are saved; `pipeline sweep --resume` continues (Ctrl-C again to quit at once)');
   try {
@@ -133,8 +129,10 @@ async function reportCommand(argv: { config?: string; db?: string; sweep?: numbe
       }
       return;
     }
+    const { chooseSweep, gatherReport } = await import('../stages/report.js');
     const facts = gatherReport(db, chooseSweep(db, argv.sweep));
     if (argv.html) {
+      const { renderHtml } = await import('../stages/report/html.js');
       const html = await renderHtml(facts, { imageRoot: facts.extraction.dataset_root });
       await writeFileAtomically(argv.html, html, '--html');
       say(`wrote ${argv.html}`);
@@ -150,6 +148,7 @@ async function exportCommand(argv: { config?: string; db?: string; sweep?: numbe
   const config = configOf(argv);
   const db = openDatabase(config.cache.db, { readonly: true });
   try {
+    const { exportModel } = await import('../stages/export.js');
     const result = await exportModel({ db, sweepId: argv.sweep, run: argv.run ?? 'best', out: argv.out, weights: argv.weights });
     const m = result.metadata;
     say(`exported run ${m.run_key} of sweep ${m.sweep_id} to ${result.dir} (${result.files.length} files, ${(result.bytes / 1e6).toFixed(1)} MB)`);
@@ -164,6 +163,7 @@ async function exportCommand(argv: { config?: string; db?: string; sweep?: numbe
 }
 
 async function predictCommand(argv: { files: string[]; model: string; json?: boolean; top?: number }) {
+  const { predictFiles } = await import('../stages/predict.js');
   const result = await predictFiles(argv.files, argv.model, { top: argv.top ?? 3 });
   const failed = result.predictions.filter((p) => !p.ok).length;
   if (argv.json) {
@@ -208,6 +208,7 @@ async function exportFeaturesCommand(argv: { config?: string; db?: string; out: 
   const db = openDatabase(config.cache.db, { readonly: true });
   try {
     const set = selectFeatureSet(db, argv['feature-set']);
+    const { exportFeatures } = await import('../stages/export-features.js');
     const result = await exportFeatures(db, set, argv.out);
     say(`wrote ${result.rows} x ${result.dim} features of ${set.id}: ${result.files.join(', ')}`);
   } finally {
@@ -289,9 +290,18 @@ export function buildCli(args: string[]) {
     .version(false)
     .wrap(Math.min(110, process.stdout.columns ?? 110))
     .fail((message, error) => {
-      throw error ?? new UserError(message.split('\n')[0]);
+      // yargs rewraps errors thrown in `coerce` as YError; its own messages span lines.
+      if (error && error.name !== 'YError') throw error;
+      throw new UserError(oneLine(error?.message ?? message));
     });
 }
+
+const oneLine = (text: string) =>
+  text
+    .split('\n')
+    .map((line) => line.trim())
+    .filter(Boolean)
+    .join(' ');
 
 export async function main(args: string[]): Promise<number> {
   try {

@@ -102,7 +102,7 @@ export function loadConfig(configPath: string | undefined, flags: ConfigFlags = 
     file: file ? resolve(file) : null,
     dataset: {
       root: flags.data ? fromCwd(flags.data) : inFile(dataset.root),
-      url: dataset.url ?? null,
+      url: datasetUrl(fromFile.dataset, flags),
       sha256: dataset.sha256?.toLowerCase() ?? null,
       splits: flags.splits ? fromCwd(flags.splits) : dataset.splits ? inFile(dataset.splits) : null,
     },
@@ -119,6 +119,17 @@ export function loadConfig(configPath: string | undefined, flags: ConfigFlags = 
     },
     sweep,
   };
+}
+
+/**
+ * The download URL applies to the root it came with: the default URL to the default
+ * root, a URL in the file to the file's root. Never download TrashNet into a folder the
+ * user named without a URL.
+ */
+function datasetUrl(fromFile: FileConfig['dataset'], flags: ConfigFlags): string | null {
+  if (flags.data) return null;
+  if (fromFile?.url !== undefined) return fromFile.url;
+  return fromFile?.root ? null : DEFAULTS.dataset.url;
 }
 
 const isUrl = (path: string) => /^https?:\/\//i.test(path);

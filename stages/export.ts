@@ -12,7 +12,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../pipeline/tfjs.js';
 import { buildLayersModel, headFromArrays } from '../backbone/layers-model.js';
 import { PREPROCESSING, type ResizeMode } from '../backbone/preprocessing.js';
 import { backboneWeights, readWeightFile } from '../backbone/weights.js';

@@ -147,6 +147,9 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
       const seconds = (performance.now() - started) / 1000;
       finishExtractRun(db, runId, { status, extracted, failed: failures.length, seconds });
     }
+    // Failures are per content; report every path that has that content.
+    const errorOf = new Map(failures.map((f) => [f.sha256, f.error]));
+    const failedPaths = items.filter((item) => errorOf.has(item.sha256)).map((item) => ({ sha256: item.sha256, path: item.path, error: errorOf.get(item.sha256)! }));
     return {
       featureSet,
       dataset,
@@ -154,7 +157,7 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
       toExtract: pending.length,
       extracted,
       cached,
-      failures,
+      failures: failedPaths,
       seconds: (performance.now() - started) / 1000,
       interrupted,
     };

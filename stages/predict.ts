@@ -7,7 +7,7 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../pipeline/tfjs.js';
 import { decodeImage } from '../data/images.js';
 import { activateBackend } from '../pipeline/backend.js';
 import { UserError, messageOf } from '../pipeline/errors.js';

@@ -4,7 +4,7 @@
  * computation (stages/sweep/trainer.ts), and stores each run as soon as it finishes, so
  * an interrupted sweep resumes with `--resume` without retraining anything.
  */
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../pipeline/tfjs.js';
 import type { Db } from '../cache/database.js';
 import { type FeatureSet, listFailures, listItems, loadVectors } from '../cache/features.js';
 import {

@@ -72,7 +72,7 @@ test('the file overrides the defaults, the flags override the file', (t) => {
   const fromFile = loadConfig(file);
   t.is(fromFile.file, file);
   t.is(fromFile.dataset.root, '/data/set');
-  t.is(fromFile.dataset.url, DEFAULT_DATASET_URL, 'a section keeps the defaults of the keys it does not set');
+  t.is(fromFile.dataset.url, null, 'the default download URL belongs to the default root, not to a folder the user names');
   t.is(fromFile.dataset.sha256, 'abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789');
   t.deepEqual(fromFile.model, { weights: 'https://example.com/m/model.json', size: { height: 224, width: 224 }, resize: 'cover' });
   t.is(fromFile.cache.db, '/var/cache.db');

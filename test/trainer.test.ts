@@ -3,7 +3,7 @@ import * as tf from '@tensorflow/tfjs';
 import { syntheticData } from '../bench/sweep.js';
 import { dropoutThreshold, glorotUniform, runStreams } from '../stages/sweep/random.js';
 import { trainReferenceOnOrder } from '../stages/sweep/reference.js';
-import { instantiateKernels } from '../stages/sweep/simd.js';
+import { instantiateKernels, kernelModule } from '../stages/sweep/simd.js';
 import { type EarlyStopping, type HeadParams, type RunResult, type RunSpec, trainHeads } from '../stages/sweep/trainer.js';
 
 // Tests are serial: the leak check counts tf.memory() tensors, which concurrent tests would share.
@@ -24,15 +24,15 @@ const numbers = (r: RunResult) => [
 test.serial('same runs and seeds give bitwise identical results, and no tensor leaks', async (t) => {
   const runs = [spec('a'), spec('b', { hiddenUnits: 16, optimizer: 'rmsprop', weightDecay: 1e-3 })];
   const before = tf.memory().numTensors;
-  const [first, second] = [await trainHeads(tf, data, runs, early), await trainHeads(tf, data, runs, early)];
+  const [first, second] = [await trainHeads(data, runs, early), await trainHeads(data, runs, early)];
   t.is(tf.memory().numTensors, before);
   t.deepEqual(first.map(numbers), second.map(numbers));
 });
 
 test.serial("a run's numbers do not depend on the runs batched with it", async (t) => {
   const run = spec('target', { dropout: 0.4, classWeight: 'balanced', labelSmoothing: 0.1 }, 2);
-  const [alone] = await trainHeads(tf, data, [run], early);
-  const batch = await trainHeads(tf, data, [spec('x', { learningRate: 0.003 }), run, spec('y', { dropout: 0 }), spec('x', {}, 2)], early);
+  const [alone] = await trainHeads(data, [run], early);
+  const batch = await trainHeads(data, [spec('x', { learningRate: 0.003 }), run, spec('y', { dropout: 0 }), spec('x', {}, 2)], early);
   const together = batch.find((r) => r.key === 'target')!;
   const [a, b] = [numbers(alone), numbers(together)];
   t.is(a.length, b.length);
@@ -43,7 +43,7 @@ test.serial("a run's numbers do not depend on the runs batched with it", async (
 for (const hiddenUnits of [0, 16]) {
   test.serial(`matches the tf.layers reference step for step with dropout 0 (hidden ${hiddenUnits})`, async (t) => {
     const run = spec('ref', { dropout: 0, hiddenUnits, epochs: 3 });
-    const [result] = await trainHeads(tf, data, [run], { monitor: 'val_loss', patience: 0 });
+    const [result] = await trainHeads(data, [run], { monitor: 'val_loss', patience: 0 });
     const streams = runStreams(run);
     const widths = hiddenUnits ? [data.dim, hiddenUnits, data.classes] : [data.dim, data.classes];
     const kernels = widths.slice(1).map((units, i) => glorotUniform(streams.init, widths[i], units));
@@ -57,7 +57,7 @@ for (const hiddenUnits of [0, 16]) {
 
 test.serial('early stopping restores the best epoch and reports runs as they finish', async (t) => {
   const finished: string[] = [];
-  const results = await trainHeads(tf, data, [spec('fast', { learningRate: 0.05, epochs: 30 }), spec('slow', { learningRate: 1e-4, epochs: 4 })],
+  const results = await trainHeads(data, [spec('fast', { learningRate: 0.05, epochs: 30 }), spec('slow', { learningRate: 1e-4, epochs: 4 })],
     { monitor: 'val_loss', patience: 2 }, { onRunFinished: (r) => { finished.push(r.key); } });
   t.deepEqual(finished.sort(), ['fast', 'slow']);
   for (const r of results) {
@@ -71,14 +71,14 @@ test.serial('early stopping restores the best epoch and reports runs as they fin
 
 test.serial('shouldStop between epochs returns only finished runs', async (t) => {
   let polls = 0;
-  const results = await trainHeads(tf, data, [spec('short', { epochs: 1 }), spec('long', { epochs: 5 })], early,
+  const results = await trainHeads(data, [spec('short', { epochs: 1 }), spec('long', { epochs: 5 })], early,
     { shouldStop: () => ++polls > 2 });
   t.deepEqual(results.map((r) => r.key), ['short']);
 });
 
-test.serial('the dropout kernel keeps Bernoulli(1 - p) of the elements, scaled by 1 / (1 - p)', (t) => {
+test.serial('the dropout kernel keeps Bernoulli(1 - p) of the elements, scaled by 1 / (1 - p)', async (t) => {
   const memory = new WebAssembly.Memory({ initial: 4 });
-  const kernels = instantiateKernels(memory);
+  const kernels = instantiateKernels(await kernelModule(), memory);
   const n = 32768;
   const floats = new Float32Array(memory.buffer, 0, n).fill(1);
   runStreams({ key: 'mask', seed: 1 }).dropout.fill(new Uint8Array(memory.buffer), n * 4, n * 2);

@@ -4,7 +4,7 @@
  * timed against (bench/sweep.ts).
  */
 import type * as tfjs from '@tensorflow/tfjs';
-import { EPSILON } from './stack.js';
+import { EPSILON } from './head.js';
 import type { EarlyStopping, HeadParams, RunSpec, SplitData, TrainData } from './trainer.js';
 
 type Tf = typeof tfjs;

@@ -1,311 +1,303 @@
 /**
- * Hand-assembled WebAssembly SIMD kernels for the sweep trainer's inner loop.
+ * WebAssembly SIMD kernels for the sweep trainer's inner loop, written in WebAssembly text
+ * and assembled by wabt once per process.
  *
  * Why not tfjs ops: a training step of one head is a [32,1280]x[1280,6] product, and tfjs
- * has no efficient form for 48 of them with different weights: on this machine the wasm
- * backend's batched matMul runs at ~2.6 GFLOPS (9-10 ms per step for 48 runs, its batched
- * path bypasses XNNPACK), gather takes ~77 ms, and every op costs tens of microseconds of
- * dispatch. Plain JavaScript loops reach ~0.3 Gelem/s. These kernels run the same math in
- * 128-bit SIMD directly on one shared WebAssembly memory, with no allocation per step.
+ * spends more on dispatching each op (tens of microseconds) than on its arithmetic; plain
+ * JavaScript loops reach ~0.3 Gelem/s. These kernels run the same math in 128-bit SIMD
+ * directly on one WebAssembly memory, with no allocation per step.
  *
  * All pointers and lengths are byte offsets into the memory; every matrix is row-major
  * float32 and every reduction length must be a multiple of 8 floats (checked by callers).
- * Each kernel reduces in one fixed order, so results do not depend on what else shares
- * the memory: a run's numbers are the same alone or in a batch.
+ * Each output is reduced in one fixed order (two f32x4 accumulators over alternate 4-float
+ * blocks, then (lane 0 + lane 1) + (lane 2 + lane 3)), so a result does not depend on what
+ * else shares the memory or on how outputs are grouped. dense and outer compute three
+ * outputs per pass over their shared operand: that halves the loads and keeps six
+ * independent add chains in flight instead of two (one chain waits on add latency).
  */
 
-const I32 = 0x7f;
-const F32 = 0x7d;
-const V128 = 0x7b;
-type ValType = typeof I32 | typeof F32 | typeof V128;
+/** The lines `line(u)` for each unit u of a three-unit group. */
+const forEachOfThree = (line: (u: number) => string) => [0, 1, 2].map(line).join('\n');
 
-function uleb(value: number): number[] {
-  const out: number[] = [];
-  do {
-    let byte = value & 0x7f;
-    value >>>= 7;
-    if (value) byte |= 0x80;
-    out.push(byte);
-  } while (value);
-  return out;
-}
+const WAT = String.raw`
+(module
+  (memory (import "env" "memory") 1)
 
-function sleb(value: number): number[] {
-  const out: number[] = [];
-  for (;;) {
-    const byte = value & 0x7f;
-    value >>= 7;
-    const done = (value === 0 && !(byte & 0x40)) || (value === -1 && byte & 0x40);
-    out.push(done ? byte : byte | 0x80);
-    if (done) return out;
-  }
-}
+  ;; (lane 0 + lane 1) + (lane 2 + lane 3) of a + b
+  (func $sum (param $a v128) (param $b v128) (result f32)
+    (local $s v128)
+    (local.set $s (f32x4.add (local.get $a) (local.get $b)))
+    (f32.add
+      (f32.add (f32x4.extract_lane 0 (local.get $s)) (f32x4.extract_lane 1 (local.get $s)))
+      (f32.add (f32x4.extract_lane 2 (local.get $s)) (f32x4.extract_lane 3 (local.get $s)))))
 
-function vector(items: number[][]): number[] {
-  return [...uleb(items.length), ...items.flat()];
-}
+  ;; mask(x, end, random, threshold, scale): inverted dropout in place on floats [x, end).
+  ;; Each float has its own uint16 in random; it is kept (and scaled) iff random >= threshold.
+  (func (export "mask") (param $x i32) (param $end i32) (param $random i32) (param $threshold i32) (param $scale f32)
+    (local $keep v128) (local $vThreshold v128) (local $vScale v128)
+    (local.set $vThreshold (i16x8.splat (local.get $threshold)))
+    (local.set $vScale (f32x4.splat (local.get $scale)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $x) (local.get $end)))
+      (local.set $keep (i16x8.ge_u (v128.load (local.get $random)) (local.get $vThreshold)))
+      ;; sign-extending an all-ones 16-bit lane gives an all-ones 32-bit lane: a float mask
+      (v128.store offset=0 (local.get $x) (f32x4.mul
+        (v128.and (v128.load offset=0 (local.get $x)) (i32x4.extend_low_i16x8_s (local.get $keep)))
+        (local.get $vScale)))
+      (v128.store offset=16 (local.get $x) (f32x4.mul
+        (v128.and (v128.load offset=16 (local.get $x)) (i32x4.extend_high_i16x8_s (local.get $keep)))
+        (local.get $vScale)))
+      (local.set $random (i32.add (local.get $random) (i32.const 16)))
+      (local.set $x (i32.add (local.get $x) (i32.const 32)))
+      (br $next))))
 
-function section(id: number, payload: number[]): number[] {
-  return [id, ...uleb(payload.length), ...payload];
-}
+  ;; gather(out, x, rows, count, rowBytes): out[i, :] = x[rows[i], :] for i < count (rows: int32)
+  (func (export "gather") (param $out i32) (param $x i32) (param $rows i32) (param $count i32) (param $rowBytes i32)
+    (local $end i32)
+    (local.set $end (i32.add (local.get $rows) (i32.shl (local.get $count) (i32.const 2))))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $rows) (local.get $end)))
+      (memory.copy (local.get $out)
+        (i32.add (local.get $x) (i32.mul (i32.load (local.get $rows)) (local.get $rowBytes)))
+        (local.get $rowBytes))
+      (local.set $out (i32.add (local.get $out) (local.get $rowBytes)))
+      (local.set $rows (i32.add (local.get $rows) (i32.const 4)))
+      (br $next))))
 
-function name(text: string): number[] {
-  const bytes = [...Buffer.from(text, 'utf8')];
-  return [...uleb(bytes.length), ...bytes];
-}
+  ;; out[u] = bias[u] + x . w[u, :] for u = 0, 1, 2 (rows of w: inBytes apart)
+  (func $dot3 (param $out i32) (param $x i32) (param $w i32) (param $bias i32) (param $inBytes i32)
+    (local $end i32) (local $x0 v128) (local $x1 v128)
+    ${forEachOfThree((u) => `(local $w${u} i32) (local $a${u}0 v128) (local $a${u}1 v128)`)}
+    (local.set $end (i32.add (local.get $x) (local.get $inBytes)))
+    (local.set $w0 (local.get $w))
+    (local.set $w1 (i32.add (local.get $w0) (local.get $inBytes)))
+    (local.set $w2 (i32.add (local.get $w1) (local.get $inBytes)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $x) (local.get $end)))
+      (local.set $x0 (v128.load offset=0 (local.get $x)))
+      (local.set $x1 (v128.load offset=16 (local.get $x)))
+      ${forEachOfThree((u) => `
+      (local.set $a${u}0 (f32x4.add (local.get $a${u}0) (f32x4.mul (local.get $x0) (v128.load offset=0 (local.get $w${u})))))
+      (local.set $a${u}1 (f32x4.add (local.get $a${u}1) (f32x4.mul (local.get $x1) (v128.load offset=16 (local.get $w${u})))))
+      (local.set $w${u} (i32.add (local.get $w${u}) (i32.const 32)))`)}
+      (local.set $x (i32.add (local.get $x) (i32.const 32)))
+      (br $next)))
+    ${forEachOfThree((u) => `(f32.store offset=${4 * u} (local.get $out)
+      (f32.add (call $sum (local.get $a${u}0) (local.get $a${u}1)) (f32.load offset=${4 * u} (local.get $bias))))`)})
 
-// --- instruction helpers (only what the kernels use) ---
-const get = (local: number) => [0x20, ...uleb(local)];
-const set = (local: number) => [0x21, ...uleb(local)];
-const i32 = (value: number) => [0x41, ...sleb(value)];
-const f32 = (value: number) => [0x43, ...new Uint8Array(new Float32Array([value]).buffer)];
-const I32_ADD = [0x6a];
-const I32_MUL = [0x6c];
-const I32_GE_U = [0x4f];
-const F32_ADD = [0x92];
-const F32_LOAD = [0x2a, 2, 0];
-const F32_STORE = [0x38, 2, 0];
-const simd = (op: number, ...immediates: number[]) => [0xfd, ...uleb(op), ...immediates];
-const vload = (offset = 0) => simd(0x00, 4, ...uleb(offset));
-const vstore = (offset = 0) => simd(0x0b, 4, ...uleb(offset));
-const I16X8_SPLAT = simd(0x10);
-const F32X4_SPLAT = simd(0x13);
-const laneOf = (lane: number) => simd(0x1f, lane);
-const I16X8_GE_U = simd(0x36);
-const V128_AND = simd(0x4e);
-const I32X4_EXTEND_LOW_I16X8_S = simd(0xa7);
-const I32X4_EXTEND_HIGH_I16X8_S = simd(0xa8);
-const F32X4_SQRT = simd(0xe3);
-const F32X4_ADD = simd(0xe4);
-const F32X4_SUB = simd(0xe5);
-const F32X4_MUL = simd(0xe6);
-const F32X4_DIV = simd(0xe7);
-const zeroVector = () => [...f32(0), ...F32X4_SPLAT];
-const splat = (local: number) => [...get(local), ...F32X4_SPLAT];
+  ;; out[0] = bias[0] + x . w[0, :]
+  (func $dot1 (param $out i32) (param $x i32) (param $w i32) (param $bias i32) (param $inBytes i32)
+    (local $end i32) (local $a0 v128) (local $a1 v128)
+    (local.set $end (i32.add (local.get $x) (local.get $inBytes)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $x) (local.get $end)))
+      (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (v128.load offset=0 (local.get $x)) (v128.load offset=0 (local.get $w)))))
+      (local.set $a1 (f32x4.add (local.get $a1) (f32x4.mul (v128.load offset=16 (local.get $x)) (v128.load offset=16 (local.get $w)))))
+      (local.set $w (i32.add (local.get $w) (i32.const 32)))
+      (local.set $x (i32.add (local.get $x) (i32.const 32)))
+      (br $next)))
+    (f32.store (local.get $out) (f32.add (call $sum (local.get $a0) (local.get $a1)) (f32.load (local.get $bias)))))
 
-/** `while (local < end) { body; local += step }` where end is a local; step 0: the body advances. */
-function whileBelow(local: number, end: number, step: number, body: number[]): number[] {
-  const increment = step ? [...get(local), ...i32(step), ...I32_ADD, ...set(local)] : [];
-  return [
-    0x02, 0x40, 0x03, 0x40,
-    ...get(local), ...get(end), ...I32_GE_U, 0x0d, 1,
-    ...body, ...increment,
-    0x0c, 0, 0x0b, 0x0b,
-  ];
-}
+  ;; dense(out, x, w, bias, rows, inBytes, outBytes): out[r, u] = bias[u] + x[r, :] . w[u, :]
+  (func (export "dense") (param $out i32) (param $x i32) (param $w i32) (param $bias i32) (param $rows i32)
+      (param $inBytes i32) (param $outBytes i32)
+    (local $xEnd i32) (local $u i32) (local $groupsEnd i32)
+    (local.set $xEnd (i32.add (local.get $x) (i32.mul (local.get $rows) (local.get $inBytes))))
+    ;; units [0, groupsEnd) (u in bytes) go three at a time, the rest one by one
+    (local.set $groupsEnd (i32.sub (local.get $outBytes) (i32.rem_u (local.get $outBytes) (i32.const 12))))
+    (block $rowsDone (loop $nextRow
+      (br_if $rowsDone (i32.ge_u (local.get $x) (local.get $xEnd)))
+      (local.set $u (i32.const 0))
+      (block $unitsDone (loop $nextUnits
+        (br_if $unitsDone (i32.ge_u (local.get $u) (local.get $outBytes)))
+        (if (i32.lt_u (local.get $u) (local.get $groupsEnd))
+          (then
+            (call $dot3 (i32.add (local.get $out) (local.get $u)) (local.get $x)
+              (i32.add (local.get $w) (i32.mul (local.get $u) (i32.shr_u (local.get $inBytes) (i32.const 2))))
+              (i32.add (local.get $bias) (local.get $u)) (local.get $inBytes))
+            (local.set $u (i32.add (local.get $u) (i32.const 12))))
+          (else
+            (call $dot1 (i32.add (local.get $out) (local.get $u)) (local.get $x)
+              (i32.add (local.get $w) (i32.mul (local.get $u) (i32.shr_u (local.get $inBytes) (i32.const 2))))
+              (i32.add (local.get $bias) (local.get $u)) (local.get $inBytes))
+            (local.set $u (i32.add (local.get $u) (i32.const 4)))))
+        (br $nextUnits)))
+      (local.set $out (i32.add (local.get $out) (local.get $outBytes)))
+      (local.set $x (i32.add (local.get $x) (local.get $inBytes)))
+      (br $nextRow))))
 
-/** `local += amount` with amount a local. */
-const advance = (local: number, amount: number) => [...get(local), ...get(amount), ...I32_ADD, ...set(local)];
-/** `target = base + count * size` */
-const endOf = (target: number, base: number, count: number, size: number) =>
-  [...get(base), ...get(count), ...get(size), ...I32_MUL, ...I32_ADD, ...set(target)];
-/** `acc = acc + load(a + offset) * load(b + offset)` on f32x4 */
-const accumulate = (acc: number, a: number[], b: number[]) =>
-  [...get(acc), ...a, ...b, ...F32X4_MUL, ...F32X4_ADD, ...set(acc)];
+  ;; g[u, :] = sum_i d[u * dOuterStep + i * dStep] * x[i * xStep, :] for u = 0, 1, 2
+  ;; (rows of g: innerBytes apart, i < count)
+  (func $outer3 (param $g i32) (param $d i32) (param $x i32) (param $count i32) (param $dStep i32) (param $xStep i32)
+      (param $innerBytes i32) (param $dOuterStep i32)
+    (local $blockEnd i32) (local $p i32) (local $dp i32) (local $dpEnd i32) (local $x0 v128) (local $x1 v128)
+    ${forEachOfThree((u) => `(local $d${u} i32) (local $g${u} i32) (local $v${u} v128) (local $a${u}0 v128) (local $a${u}1 v128)`)}
+    ${forEachOfThree((u) => `(local.set $d${u} (i32.mul (local.get $dOuterStep) (i32.const ${u})))
+    (local.set $g${u} (i32.add (local.get $g) (i32.mul (local.get $innerBytes) (i32.const ${u}))))`)}
+    (local.set $blockEnd (i32.add (local.get $x) (local.get $innerBytes)))
+    (local.set $dpEnd (i32.add (local.get $d) (i32.mul (local.get $count) (local.get $dStep))))
+    (block $blocksDone (loop $nextBlock
+      (br_if $blocksDone (i32.ge_u (local.get $x) (local.get $blockEnd)))
+      ${forEachOfThree((u) => `(local.set $a${u}0 (v128.const i32x4 0 0 0 0)) (local.set $a${u}1 (v128.const i32x4 0 0 0 0))`)}
+      (local.set $p (local.get $x))
+      (local.set $dp (local.get $d))
+      (block $done (loop $next
+        (br_if $done (i32.ge_u (local.get $dp) (local.get $dpEnd)))
+        (local.set $x0 (v128.load offset=0 (local.get $p)))
+        (local.set $x1 (v128.load offset=16 (local.get $p)))
+        ${forEachOfThree((u) => `
+        (local.set $v${u} (f32x4.splat (f32.load (i32.add (local.get $dp) (local.get $d${u})))))
+        (local.set $a${u}0 (f32x4.add (local.get $a${u}0) (f32x4.mul (local.get $v${u}) (local.get $x0))))
+        (local.set $a${u}1 (f32x4.add (local.get $a${u}1) (f32x4.mul (local.get $v${u}) (local.get $x1))))`)}
+        (local.set $p (i32.add (local.get $p) (local.get $xStep)))
+        (local.set $dp (i32.add (local.get $dp) (local.get $dStep)))
+        (br $next)))
+      ${forEachOfThree((u) => `(v128.store offset=0 (local.get $g${u}) (local.get $a${u}0))
+      (v128.store offset=16 (local.get $g${u}) (local.get $a${u}1))
+      (local.set $g${u} (i32.add (local.get $g${u}) (i32.const 32)))`)}
+      (local.set $x (i32.add (local.get $x) (i32.const 32)))
+      (br $nextBlock))))
 
-interface Kernel {
-  readonly name: string;
-  readonly params: ValType[];
-  readonly locals: ValType[];
-  readonly body: number[];
-}
+  ;; g[0, :] = sum_i d[i * dStep] * x[i * xStep, :] for i < count
+  (func $outer1 (param $g i32) (param $d i32) (param $x i32) (param $count i32) (param $dStep i32) (param $xStep i32)
+      (param $innerBytes i32)
+    (local $blockEnd i32) (local $p i32) (local $dp i32) (local $dpEnd i32) (local $v v128) (local $a0 v128) (local $a1 v128)
+    (local.set $blockEnd (i32.add (local.get $x) (local.get $innerBytes)))
+    (local.set $dpEnd (i32.add (local.get $d) (i32.mul (local.get $count) (local.get $dStep))))
+    (block $blocksDone (loop $nextBlock
+      (br_if $blocksDone (i32.ge_u (local.get $x) (local.get $blockEnd)))
+      (local.set $a0 (v128.const i32x4 0 0 0 0))
+      (local.set $a1 (v128.const i32x4 0 0 0 0))
+      (local.set $p (local.get $x))
+      (local.set $dp (local.get $d))
+      (block $done (loop $next
+        (br_if $done (i32.ge_u (local.get $dp) (local.get $dpEnd)))
+        (local.set $v (f32x4.splat (f32.load (local.get $dp))))
+        (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (local.get $v) (v128.load offset=0 (local.get $p)))))
+        (local.set $a1 (f32x4.add (local.get $a1) (f32x4.mul (local.get $v) (v128.load offset=16 (local.get $p)))))
+        (local.set $p (i32.add (local.get $p) (local.get $xStep)))
+        (local.set $dp (i32.add (local.get $dp) (local.get $dStep)))
+        (br $next)))
+      (v128.store offset=0 (local.get $g) (local.get $a0))
+      (v128.store offset=16 (local.get $g) (local.get $a1))
+      (local.set $g (i32.add (local.get $g) (i32.const 32)))
+      (local.set $x (i32.add (local.get $x) (i32.const 32)))
+      (br $nextBlock))))
 
-/**
- * mask(x, end, random, threshold, scale): inverted dropout in place on floats [x, end).
- * Each float has its own uint16 in `random`; it is kept (and scaled) iff random >= threshold.
- */
-const maskKernel: Kernel = (() => {
-  const [x, end, random, threshold, scale, keep, vThreshold, vScale] = [0, 1, 2, 3, 4, 5, 6, 7];
-  const half = (offset: number, extend: number[]) => [
-    ...get(x), ...get(x), ...vload(offset), ...get(keep), ...extend, ...V128_AND,
-    ...get(vScale), ...F32X4_MUL, ...vstore(offset),
-  ];
-  return {
-    name: 'mask', params: [I32, I32, I32, I32, F32], locals: [V128, V128, V128],
-    body: [
-      ...get(threshold), ...I16X8_SPLAT, ...set(vThreshold),
-      ...splat(scale), ...set(vScale),
-      ...whileBelow(x, end, 32, [
-        ...get(random), ...vload(), ...get(vThreshold), ...I16X8_GE_U, ...set(keep),
-        ...half(0, I32X4_EXTEND_LOW_I16X8_S), ...half(16, I32X4_EXTEND_HIGH_I16X8_S),
-        ...get(random), ...i32(16), ...I32_ADD, ...set(random),
-      ]),
-    ],
-  };
-})();
+  ;; outer(g, d, x, count, dStep, xStep, outerBytes, innerBytes, dOuterStep): for each of the
+  ;; outer rows o (d advancing by dOuterStep over outerBytes), g[o, :] = sum_i d[o][i * dStep] * x[i * xStep, :].
+  ;; With d = dOut (dStep = a row) and x = input rows it is the kernel gradient dW[u, :] = sum_r dOut[r, u] x[r, :];
+  ;; with d = dOut rows (dStep = 4) and x = W it is the input gradient dX[r, :] = sum_u dOut[r, u] W[u, :].
+  (func (export "outer") (param $g i32) (param $d i32) (param $x i32) (param $count i32) (param $dStep i32)
+      (param $xStep i32) (param $outerBytes i32) (param $innerBytes i32) (param $dOuterStep i32)
+    (local $dEnd i32) (local $groupBytes i32)
+    (local.set $dEnd (i32.add (local.get $d) (local.get $outerBytes)))
+    (local.set $groupBytes (i32.mul (local.get $dOuterStep) (i32.const 3)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $d) (local.get $dEnd)))
+      (if (i32.le_u (i32.add (local.get $d) (local.get $groupBytes)) (local.get $dEnd))
+        (then
+          (call $outer3 (local.get $g) (local.get $d) (local.get $x) (local.get $count) (local.get $dStep)
+            (local.get $xStep) (local.get $innerBytes) (local.get $dOuterStep))
+          (local.set $g (i32.add (local.get $g) (i32.mul (local.get $innerBytes) (i32.const 3))))
+          (local.set $d (i32.add (local.get $d) (local.get $groupBytes))))
+        (else
+          (call $outer1 (local.get $g) (local.get $d) (local.get $x) (local.get $count) (local.get $dStep)
+            (local.get $xStep) (local.get $innerBytes))
+          (local.set $g (i32.add (local.get $g) (local.get $innerBytes)))
+          (local.set $d (i32.add (local.get $d) (local.get $dOuterStep)))))
+      (br $next))))
 
-/** dense(out, x, w, bias, rows, inBytes, outBytes): out[r,n] = bias[n] + x[r,:] . w[n,:] */
-const denseKernel: Kernel = (() => {
-  const [out, x, w, bias, rows, inBytes, outBytes] = [0, 1, 2, 3, 4, 5, 6];
-  const [xEnd, row, wRow, b, bEnd, p, q, pEnd, a0, a1] = [7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
-  const sumLanes = [
-    ...get(a0), ...get(a1), ...F32X4_ADD, ...set(a0),
-    ...get(a0), ...laneOf(0), ...get(a0), ...laneOf(1), ...F32_ADD,
-    ...get(a0), ...laneOf(2), ...get(a0), ...laneOf(3), ...F32_ADD, ...F32_ADD,
-  ];
-  return {
-    name: 'dense', params: [I32, I32, I32, I32, I32, I32, I32],
-    locals: [I32, I32, I32, I32, I32, I32, I32, I32, V128, V128],
-    body: [
-      ...endOf(xEnd, x, rows, inBytes), ...get(x), ...set(row),
-      ...whileBelow(row, xEnd, 0, [
-        ...get(w), ...set(wRow), ...get(bias), ...set(b), ...get(bias), ...get(outBytes), ...I32_ADD, ...set(bEnd),
-        ...whileBelow(b, bEnd, 4, [
-          ...zeroVector(), ...set(a0), ...zeroVector(), ...set(a1),
-          ...get(row), ...set(p), ...get(wRow), ...set(q), ...get(row), ...get(inBytes), ...I32_ADD, ...set(pEnd),
-          ...whileBelow(p, pEnd, 32, [
-            ...accumulate(a0, [...get(p), ...vload()], [...get(q), ...vload()]),
-            ...accumulate(a1, [...get(p), ...vload(16)], [...get(q), ...vload(16)]),
-            ...get(q), ...i32(32), ...I32_ADD, ...set(q),
-          ]),
-          ...get(out), ...sumLanes, ...get(b), ...F32_LOAD, ...F32_ADD, ...F32_STORE,
-          ...get(out), ...i32(4), ...I32_ADD, ...set(out),
-          ...get(q), ...set(wRow),
-        ]),
-        ...advance(row, inBytes),
-      ]),
-    ],
-  };
-})();
+  ;; The optimizer updates below run over a whole parameter block [w, end), written op for op
+  ;; like tfjs' optimizers so that the reference trainer agrees. L2 regularization is in the
+  ;; loss; its gradient l2 * w is added to g before the update.
 
-/**
- * outer(g, d, x, count, dStride, xStride, outer, inner): for each of `outer` rows o and
- * each 8-float block of `inner` bytes, g[o, block] = sum_i d[i*dStride + o] * x[i*xStride + block].
- * With d = dOut (stride N) and x = input rows it is the kernel gradient dW[n,:] = sum_r dOut[r,n] x[r,:];
- * with d = dOut rows and x = W it is the input gradient dX[r,:] = sum_n dOut[r,n] W[n,:].
- */
-const outerKernel: Kernel = (() => {
-  const [g, d, x, count, dStep, xStep, outerBytes, innerBytes, dOuterStep] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
-  const [dRow, dEnd, block, blockEnd, p, dp, dpEnd, a0, a1, v] = [9, 10, 11, 12, 13, 14, 15, 16, 17, 18];
-  return {
-    name: 'outer', params: [I32, I32, I32, I32, I32, I32, I32, I32, I32],
-    locals: [I32, I32, I32, I32, I32, I32, I32, V128, V128, V128],
-    body: [
-      ...get(d), ...set(dRow), ...get(d), ...get(outerBytes), ...I32_ADD, ...set(dEnd),
-      ...whileBelow(dRow, dEnd, 0, [
-        ...get(x), ...set(block), ...get(x), ...get(innerBytes), ...I32_ADD, ...set(blockEnd),
-        ...whileBelow(block, blockEnd, 32, [
-          ...zeroVector(), ...set(a0), ...zeroVector(), ...set(a1),
-          ...get(block), ...set(p), ...get(dRow), ...set(dp), ...endOf(dpEnd, dRow, count, dStep),
-          ...whileBelow(dp, dpEnd, 0, [
-            ...get(dp), ...F32_LOAD, ...F32X4_SPLAT, ...set(v),
-            ...accumulate(a0, get(v), [...get(p), ...vload()]),
-            ...accumulate(a1, get(v), [...get(p), ...vload(16)]),
-            ...advance(p, xStep), ...advance(dp, dStep),
-          ]),
-          ...get(g), ...get(a0), ...vstore(), ...get(g), ...get(a1), ...vstore(16),
-          ...get(g), ...i32(32), ...I32_ADD, ...set(g),
-        ]),
-        ...advance(dRow, dOuterStep),
-      ]),
-    ],
-  };
-})();
+  ;; adam(w, end, g, m, v, -lr, beta1, 1-beta1, beta2, 1-beta2, 1-beta1^t, 1-beta2^t, eps, l2):
+  ;; m = m*b1 + g*(1-b1); v = v*b2 + g^2*(1-b2); w = (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps) * -lr + w
+  (func (export "adam") (param $w i32) (param $end i32) (param $g i32) (param $m i32) (param $v i32)
+      (param $negLr f32) (param $b1 f32) (param $c1 f32) (param $b2 f32) (param $c2 f32)
+      (param $bias1 f32) (param $bias2 f32) (param $eps f32) (param $l2 f32)
+    (local $vNegLr v128) (local $vB1 v128) (local $vC1 v128) (local $vB2 v128) (local $vC2 v128)
+    (local $vBias1 v128) (local $vBias2 v128) (local $vEps v128) (local $vL2 v128)
+    (local $grad v128) (local $mNew v128) (local $vNew v128)
+    (local.set $vNegLr (f32x4.splat (local.get $negLr)))
+    (local.set $vB1 (f32x4.splat (local.get $b1)))
+    (local.set $vC1 (f32x4.splat (local.get $c1)))
+    (local.set $vB2 (f32x4.splat (local.get $b2)))
+    (local.set $vC2 (f32x4.splat (local.get $c2)))
+    (local.set $vBias1 (f32x4.splat (local.get $bias1)))
+    (local.set $vBias2 (f32x4.splat (local.get $bias2)))
+    (local.set $vEps (f32x4.splat (local.get $eps)))
+    (local.set $vL2 (f32x4.splat (local.get $l2)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $w) (local.get $end)))
+      (local.set $grad (f32x4.add (v128.load (local.get $g)) (f32x4.mul (v128.load (local.get $w)) (local.get $vL2))))
+      (local.set $mNew (f32x4.add
+        (f32x4.mul (v128.load (local.get $m)) (local.get $vB1))
+        (f32x4.mul (local.get $grad) (local.get $vC1))))
+      (local.set $vNew (f32x4.add
+        (f32x4.mul (v128.load (local.get $v)) (local.get $vB2))
+        (f32x4.mul (f32x4.mul (local.get $grad) (local.get $grad)) (local.get $vC2))))
+      (v128.store (local.get $m) (local.get $mNew))
+      (v128.store (local.get $v) (local.get $vNew))
+      (v128.store (local.get $w) (f32x4.add
+        (f32x4.mul
+          (f32x4.div
+            (f32x4.div (local.get $mNew) (local.get $vBias1))
+            (f32x4.add (f32x4.sqrt (f32x4.div (local.get $vNew) (local.get $vBias2))) (local.get $vEps)))
+          (local.get $vNegLr))
+        (v128.load (local.get $w))))
+      (local.set $w (i32.add (local.get $w) (i32.const 16)))
+      (local.set $g (i32.add (local.get $g) (i32.const 16)))
+      (local.set $m (i32.add (local.get $m) (i32.const 16)))
+      (local.set $v (i32.add (local.get $v) (i32.const 16)))
+      (br $next))))
 
-/** Splats scalar parameters into vector locals once, before a loop. */
-const splatAll = (pairs: [number, number][]) => pairs.flatMap(([scalar, vec]) => [...splat(scalar), ...set(vec)]);
-const next16 = (...pointers: number[]) => pointers.flatMap((p) => [...get(p), ...i32(16), ...I32_ADD, ...set(p)]);
-/** grad = g + l2 * w: L2 regularization in the loss, its gradient added before the update. */
-const regularizedGradient = (g: number, w: number, l2: number, grad: number) =>
-  [...get(g), ...vload(), ...get(w), ...vload(), ...get(l2), ...F32X4_MUL, ...F32X4_ADD, ...set(grad)];
+  ;; sgd(w, end, g, -lr, l2): w = -lr * g + w
+  (func (export "sgd") (param $w i32) (param $end i32) (param $g i32) (param $negLr f32) (param $l2 f32)
+    (local $vNegLr v128) (local $vL2 v128) (local $grad v128)
+    (local.set $vNegLr (f32x4.splat (local.get $negLr)))
+    (local.set $vL2 (f32x4.splat (local.get $l2)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $w) (local.get $end)))
+      (local.set $grad (f32x4.add (v128.load (local.get $g)) (f32x4.mul (v128.load (local.get $w)) (local.get $vL2))))
+      (v128.store (local.get $w) (f32x4.add (f32x4.mul (local.get $vNegLr) (local.get $grad)) (v128.load (local.get $w))))
+      (local.set $w (i32.add (local.get $w) (i32.const 16)))
+      (local.set $g (i32.add (local.get $g) (i32.const 16)))
+      (br $next))))
 
-/**
- * Optimizer updates over a whole parameter block [w, end), written op for op like tfjs'
- * optimizers so that the reference trainer agrees.
- * adam(w, end, g, m, v, -lr, beta1, 1-beta1, beta2, 1-beta2, 1-beta1^t, 1-beta2^t, eps, l2):
- * m = m*b1 + g*(1-b1); v = v*b2 + g^2*(1-b2); w = (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps) * -lr + w
- */
-const adamKernel: Kernel = (() => {
-  const scalars = [5, 6, 7, 8, 9, 10, 11, 12, 13];
-  const [w, end, g, m, v] = [0, 1, 2, 3, 4];
-  const [negLr, b1, c1, b2, c2, bias1, bias2, eps, l2] = scalars.map((i) => i + 9);
-  const [grad, mNew, vNew] = [23, 24, 25];
-  return {
-    name: 'adam', params: [I32, I32, I32, I32, I32, F32, F32, F32, F32, F32, F32, F32, F32, F32],
-    locals: Array<ValType>(12).fill(V128),
-    body: [
-      ...splatAll(scalars.map((i) => [i, i + 9])),
-      ...whileBelow(w, end, 16, [
-        ...regularizedGradient(g, w, l2, grad),
-        ...get(m), ...vload(), ...get(b1), ...F32X4_MUL, ...get(grad), ...get(c1), ...F32X4_MUL, ...F32X4_ADD, ...set(mNew),
-        ...get(v), ...vload(), ...get(b2), ...F32X4_MUL,
-        ...get(grad), ...get(grad), ...F32X4_MUL, ...get(c2), ...F32X4_MUL, ...F32X4_ADD, ...set(vNew),
-        ...get(m), ...get(mNew), ...vstore(), ...get(v), ...get(vNew), ...vstore(),
-        ...get(w),
-        ...get(mNew), ...get(bias1), ...F32X4_DIV,
-        ...get(vNew), ...get(bias2), ...F32X4_DIV, ...F32X4_SQRT, ...get(eps), ...F32X4_ADD, ...F32X4_DIV,
-        ...get(negLr), ...F32X4_MUL, ...get(w), ...vload(), ...F32X4_ADD, ...vstore(),
-        ...next16(g, m, v),
-      ]),
-    ],
-  };
-})();
-
-/** sgd(w, end, g, -lr, l2): w = -lr * g + w */
-const sgdKernel: Kernel = (() => {
-  const [w, end, g] = [0, 1, 2];
-  const [negLr, l2, grad] = [5, 6, 7];
-  return {
-    name: 'sgd', params: [I32, I32, I32, F32, F32], locals: [V128, V128, V128],
-    body: [
-      ...splatAll([[3, negLr], [4, l2]]),
-      ...whileBelow(w, end, 16, [
-        ...regularizedGradient(g, w, l2, grad),
-        ...get(w), ...get(negLr), ...get(grad), ...F32X4_MUL, ...get(w), ...vload(), ...F32X4_ADD, ...vstore(),
-        ...next16(g),
-      ]),
-    ],
-  };
-})();
-
-/** rmsprop(w, end, g, ms, lr, rho, 1-rho, eps, l2): ms = ms*rho + g^2*(1-rho); w = w - g*lr / sqrt(ms + eps) */
-const rmspropKernel: Kernel = (() => {
-  const scalars = [4, 5, 6, 7, 8];
-  const [w, end, g, ms] = [0, 1, 2, 3];
-  const [lr, rho, c, eps, l2] = scalars.map((i) => i + 5);
-  const [grad, msNew] = [14, 15];
-  return {
-    name: 'rmsprop', params: [I32, I32, I32, I32, F32, F32, F32, F32, F32], locals: Array<ValType>(7).fill(V128),
-    body: [
-      ...splatAll(scalars.map((i) => [i, i + 5])),
-      ...whileBelow(w, end, 16, [
-        ...regularizedGradient(g, w, l2, grad),
-        ...get(ms), ...vload(), ...get(rho), ...F32X4_MUL,
-        ...get(grad), ...get(grad), ...F32X4_MUL, ...get(c), ...F32X4_MUL, ...F32X4_ADD, ...set(msNew),
-        ...get(ms), ...get(msNew), ...vstore(),
-        ...get(w), ...get(w), ...vload(),
-        ...get(grad), ...get(lr), ...F32X4_MUL, ...get(msNew), ...get(eps), ...F32X4_ADD, ...F32X4_SQRT, ...F32X4_DIV,
-        ...F32X4_SUB, ...vstore(),
-        ...next16(g, ms),
-      ]),
-    ],
-  };
-})();
-
-const KERNELS = [maskKernel, denseKernel, outerKernel, adamKernel, sgdKernel, rmspropKernel];
-
-function assemble(kernels: readonly Kernel[]): Uint8Array<ArrayBuffer> {
-  const types = kernels.map((k) => [0x60, ...vector(k.params.map((p) => [p])), 0]);
-  const importMemory = [...name('env'), ...name('memory'), 0x02, 0x00, 0x00];
-  const functions = kernels.map((_, i) => uleb(i));
-  const exports = kernels.map((k, i) => [...name(k.name), 0x00, ...uleb(i)]);
-  const bodies = kernels.map((k) => {
-    const locals = vector(k.locals.map((t) => [1, t]));
-    const code = [...locals, ...k.body, 0x0b];
-    return [...uleb(code.length), ...code];
-  });
-  return new Uint8Array([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, vector(types)),
-    ...section(2, vector([importMemory])),
-    ...section(3, vector(functions)),
-    ...section(7, vector(exports)),
-    ...section(10, vector(bodies)),
-  ]);
-}
+  ;; rmsprop(w, end, g, ms, lr, rho, 1-rho, eps, l2): ms = ms*rho + g^2*(1-rho); w = w - g*lr / sqrt(ms + eps)
+  (func (export "rmsprop") (param $w i32) (param $end i32) (param $g i32) (param $ms i32)
+      (param $lr f32) (param $rho f32) (param $c f32) (param $eps f32) (param $l2 f32)
+    (local $vLr v128) (local $vRho v128) (local $vC v128) (local $vEps v128) (local $vL2 v128)
+    (local $grad v128) (local $msNew v128)
+    (local.set $vLr (f32x4.splat (local.get $lr)))
+    (local.set $vRho (f32x4.splat (local.get $rho)))
+    (local.set $vC (f32x4.splat (local.get $c)))
+    (local.set $vEps (f32x4.splat (local.get $eps)))
+    (local.set $vL2 (f32x4.splat (local.get $l2)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $w) (local.get $end)))
+      (local.set $grad (f32x4.add (v128.load (local.get $g)) (f32x4.mul (v128.load (local.get $w)) (local.get $vL2))))
+      (local.set $msNew (f32x4.add
+        (f32x4.mul (v128.load (local.get $ms)) (local.get $vRho))
+        (f32x4.mul (f32x4.mul (local.get $grad) (local.get $grad)) (local.get $vC))))
+      (v128.store (local.get $ms) (local.get $msNew))
+      (v128.store (local.get $w) (f32x4.sub
+        (v128.load (local.get $w))
+        (f32x4.div
+          (f32x4.mul (local.get $grad) (local.get $vLr))
+          (f32x4.sqrt (f32x4.add (local.get $msNew) (local.get $vEps))))))
+      (local.set $w (i32.add (local.get $w) (i32.const 16)))
+      (local.set $g (i32.add (local.get $g) (i32.const 16)))
+      (local.set $ms (i32.add (local.get $ms) (i32.const 16)))
+      (br $next))))
+)
+`;
 
 export interface Kernels {
   mask(x: number, end: number, random: number, threshold: number, scale: number): void;
+  gather(out: number, x: number, rows: number, count: number, rowBytes: number): void;
   dense(out: number, x: number, w: number, bias: number, rows: number, inBytes: number, outBytes: number): void;
   outer(g: number, d: number, x: number, count: number, dStep: number, xStep: number,
     outerBytes: number, innerBytes: number, dOuterStep: number): void;
@@ -316,10 +308,29 @@ export interface Kernels {
     epsilon: number, l2: number): void;
 }
 
-let compiled: WebAssembly.Module | undefined;
+let compiled: Promise<WebAssembly.Module> | undefined;
 
-/** Instantiates the kernels over `memory` (the module is compiled once per process). */
-export function instantiateKernels(memory: WebAssembly.Memory): Kernels {
-  compiled ??= new WebAssembly.Module(assemble(KERNELS));
-  return new WebAssembly.Instance(compiled, { env: { memory } }).exports as unknown as Kernels;
+/**
+ * The kernels' module, assembled once per process (~30-100 ms). wabt is imported here, not
+ * at the top, so that commands which never train do not load its 0.7 MB of JavaScript.
+ * A WebAssembly.Module can be posted to worker threads, which then need no wabt at all.
+ */
+export function kernelModule(): Promise<WebAssembly.Module> {
+  compiled ??= (async () => {
+    const { default: wabt } = await import('wabt');
+    const parsed = (await wabt()).parseWat('sweep-kernels.wat', WAT, { simd: true, bulk_memory: true });
+    try {
+      parsed.validate();
+      // copied out of wabt's heap, which the module's own bytes must not alias
+      return new WebAssembly.Module(new Uint8Array(parsed.toBinary({}).buffer));
+    } finally {
+      parsed.destroy();
+    }
+  })();
+  return compiled;
+}
+
+/** Instantiates the kernels over `memory`. */
+export function instantiateKernels(module: WebAssembly.Module, memory: WebAssembly.Memory): Kernels {
+  return new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as Kernels;
 }

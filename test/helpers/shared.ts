@@ -2,7 +2,7 @@
  * Where things are, for tests: the repository root, ../shared (real weights and TrashNet,
  * present on every developer machine and in CI), and temp folders that clean themselves.
  */
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -64,8 +64,12 @@ export function tempDir(t: ExecutionContext, prefix = 'pipeline-test-'): string 
   return dir;
 }
 
-/** A temp folder for a whole file (test.before / test.after.always), removed by the returned function. */
+/**
+ * A temp folder for a whole file, removed by `remove` (call it from test.after.always), and
+ * in any case when the worker process exits (e.g. when --match selects none of the file's tests).
+ */
 export function fileTempDir(prefix = 'pipeline-test-'): { dir: string; remove: () => Promise<void> } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
 }

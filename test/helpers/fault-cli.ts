@@ -1,0 +1,231 @@
+/**
+ * Fault-injection helpers: the real `pipeline` binary as a child process (optionally
+ * SIGKILLed after a delay), the one-line error contract, and independent looks into the
+ * SQLite cache (better-sqlite3 directly, never through the code under test).
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import type { ExecutionContext } from 'ava';
+import { PIPELINE_BIN } from './shared.js';
+
+export interface CliResult {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  /** Wall time from spawn to exit. */
+  readonly ms: number;
+  /** True when our SIGKILL reached a process that was still running. */
+  readonly killed: boolean;
+  /** When the output first matched `killAfterOutput.pattern` (ms since spawn). */
+  readonly anchorMs?: number;
+}
+
+export interface RunOptions {
+  /** Send SIGKILL after this many milliseconds (if the process is still running). */
+  readonly killAfterMs?: number;
+  /** Send SIGKILL `delayMs` after the output first matches `pattern` (a point inside the run). */
+  readonly killAfterOutput?: { readonly pattern: RegExp; readonly delayMs: number };
+  readonly env?: Record<string, string>;
+  /** Called with each stdout/stderr chunk as it arrives. */
+  readonly onOutput?: (text: string) => void;
+}
+
+/** Runs `node bin/pipeline.js ...args` in `cwd`; its model cache stays inside `cwd`. */
+export function runPipeline(cwd: string, args: readonly string[], options: RunOptions = {}): Promise<CliResult> {
+  return new Promise((done, fail) => {
+    const started = performance.now();
+    const child = spawn(process.execPath, [PIPELINE_BIN, ...args], {
+      cwd,
+      env: { ...process.env, PIPELINE_CACHE_DIR: join(cwd, '.model-cache'), NO_COLOR: '1', ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    let exited = false;
+    let killed = false;
+    let anchorMs: number | undefined;
+    let anchorTimer: NodeJS.Timeout | undefined;
+    const kill = () => {
+      if (!exited) killed = child.kill('SIGKILL');
+    };
+    const seen = (text: string) => {
+      options.onOutput?.(text);
+      const anchor = options.killAfterOutput;
+      if (anchor && anchorMs === undefined && anchor.pattern.test(stdout + stderr)) {
+        anchorMs = performance.now() - started;
+        anchorTimer = setTimeout(kill, anchor.delayMs);
+      }
+    };
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+      seen(chunk.toString());
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      seen(chunk.toString());
+    });
+    const timer = options.killAfterMs === undefined ? undefined : setTimeout(kill, options.killAfterMs);
+    child.on('exit', () => (exited = true));
+    child.on('error', fail);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      clearTimeout(anchorTimer);
+      done({ code, signal, stdout, stderr, ms: performance.now() - started, killed: killed && signal === 'SIGKILL', anchorMs });
+    });
+  });
+}
+
+/** The lines of stderr that are errors (`pipeline: ...`), as opposed to progress and log lines. */
+export const errorLines = (r: CliResult) => r.stderr.split('\n').filter((l) => l.startsWith('pipeline: '));
+
+/**
+ * The error contract: exit 1, exactly one `pipeline: ` line on stderr, it is the last line,
+ * no stack trace, no "unexpected error". Returns the line. With `strict`, stderr must be
+ * that one line and nothing else (commands that fail before doing any work).
+ */
+export function expectOneLineError(t: ExecutionContext, r: CliResult, what: string, strict = false): string {
+  const lines = r.stderr.trimEnd().split('\n');
+  const errors = errorLines(r);
+  t.is(r.code, 1, `${what}: exit code 1 (stderr: ${r.stderr})`);
+  t.is(errors.length, 1, `${what}: exactly one 'pipeline: ' line: ${JSON.stringify(r.stderr)}`);
+  t.is(lines[lines.length - 1], errors[0], `${what}: the error is the last stderr line`);
+  t.false(/^\s+at /m.test(r.stderr), `${what}: no stack trace: ${JSON.stringify(r.stderr)}`);
+  t.false(r.stderr.includes('unexpected error'), `${what}: not an unexpected error: ${errors[0]}`);
+  if (strict) t.is(lines.length, 1, `${what}: stderr is one line: ${JSON.stringify(r.stderr)}`);
+  return errors[0] ?? '';
+}
+
+/** sha256 of a file's bytes ('' when it does not exist). */
+export function fileSha(path: string): string {
+  return existsSync(path) ? createHash('sha256').update(readFileSync(path)).digest('hex') : '';
+}
+
+/** sha256 of a database and its WAL and shared-memory files, for "the cache is untouched". */
+export function dbFilesSha(path: string): { db: string; wal: string } {
+  return { db: fileSha(path), wal: fileSha(`${path}-wal`) };
+}
+
+export interface CacheState {
+  readonly integrity: string;
+  /** sha256 -> vector bytes, per feature set (one set expected in these tests). */
+  readonly features: Map<string, Buffer>;
+  readonly featureRows: number;
+  readonly distinctFeatures: number;
+  readonly failures: Map<string, { path: string; error: string }>;
+  readonly items: { path: string; label: string; sha256: string }[];
+  readonly featureSets: string[];
+}
+
+/** Reads the cache independently of the code under test (read-only connection). */
+export function readCache(path: string): CacheState {
+  const db = new Database(path, { readonly: true, fileMustExist: true });
+  try {
+    db.pragma('busy_timeout = 15000');
+    const integrity = (db.pragma('integrity_check') as { integrity_check: string }[]).map((r) => r.integrity_check).join('; ');
+    const tables = new Set(db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").pluck().all() as string[]);
+    if (!tables.has('features')) {
+      return { integrity, features: new Map(), featureRows: 0, distinctFeatures: 0, failures: new Map(), items: [], featureSets: [] };
+    }
+    const rows = db.prepare('SELECT sha256, vector FROM features ORDER BY sha256').all() as { sha256: string; vector: Buffer }[];
+    const counts = db.prepare('SELECT COUNT(*) AS n, COUNT(DISTINCT feature_set || sha256) AS d FROM features').get() as { n: number; d: number };
+    const failures = db.prepare('SELECT sha256, path, error FROM failures').all() as { sha256: string; path: string; error: string }[];
+    const items = db.prepare('SELECT path, label, sha256 FROM dataset_items ORDER BY path').all() as CacheState['items'];
+    const featureSets = db.prepare('SELECT id FROM feature_sets ORDER BY id').pluck().all() as string[];
+    return {
+      integrity,
+      features: new Map(rows.map((r) => [r.sha256, Buffer.from(r.vector)])),
+      featureRows: counts.n,
+      distinctFeatures: counts.d,
+      failures: new Map(failures.map((f) => [f.sha256, { path: f.path, error: f.error }])),
+      items,
+      featureSets,
+    };
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * Polls a cache while a command runs: when the first feature row became visible and when
+ * the count stopped growing (ms since `start`). Used to aim kills at a run's commit window.
+ */
+export function watchCommits(path: string, start: number, intervalMs = 20): { stop: () => { first: number; last: number; samples: number } } {
+  let first = Number.NaN;
+  let last = Number.NaN;
+  let count = 0;
+  let samples = 0;
+  const timer = setInterval(() => {
+    if (!existsSync(path)) return;
+    try {
+      const db = new Database(path, { readonly: true, fileMustExist: true });
+      try {
+        const n = db.prepare('SELECT COUNT(*) FROM features').pluck().get() as number;
+        samples++;
+        const now = performance.now() - start;
+        if (n > 0 && Number.isNaN(first)) first = now;
+        if (n > count) {
+          count = n;
+          last = now;
+        }
+      } finally {
+        db.close();
+      }
+    } catch {
+      /* not created yet, or busy: try again */
+    }
+  }, intervalMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      return { first, last, samples };
+    },
+  };
+}
+
+/** Runs one SQL query on a read-only connection. */
+export function query<T>(path: string, sql: string, ...params: unknown[]): T[] {
+  const db = new Database(path, { readonly: true, fileMustExist: true });
+  try {
+    db.pragma('busy_timeout = 15000');
+    return db.prepare(sql).all(...params) as T[];
+  } finally {
+    db.close();
+  }
+}
+
+/** Cosine similarity of two float32 vectors stored as bytes. */
+export function cosine(a: Buffer, b: Buffer): number {
+  const x = new Float32Array(new Uint8Array(a).buffer);
+  const y = new Float32Array(new Uint8Array(b).buffer);
+  let dot = 0;
+  let nx = 0;
+  let ny = 0;
+  for (let i = 0; i < x.length; i++) {
+    dot += x[i] * y[i];
+    nx += x[i] * x[i];
+    ny += y[i] * y[i];
+  }
+  return dot / Math.sqrt(nx * ny);
+}
+
+/** Euclidean distance of two float32 vectors stored as bytes. */
+export function distance(a: Buffer, b: Buffer): number {
+  const x = new Float32Array(new Uint8Array(a).buffer);
+  const y = new Float32Array(new Uint8Array(b).buffer);
+  let sum = 0;
+  for (let i = 0; i < x.length; i++) sum += (x[i] - y[i]) ** 2;
+  return Math.sqrt(sum);
+}
+
+/** The key of the vector closest to `v`, and how close it is relative to the runner-up (0 = identical, 1 = a tie). */
+export function nearest(v: Buffer, candidates: ReadonlyMap<string, Buffer>): { key: string; ratio: number } {
+  const ranked = [...candidates].map(([key, c]) => ({ key, d: distance(v, c) })).sort((a, b) => a.d - b.d);
+  return { key: ranked[0].key, ratio: ranked[0].d / ranked[1].d };
+}
+
+/** The seeded PRNG of the suite (mulberry32), re-exported so fault tests share one. */
+export { rng } from './random-model.js';

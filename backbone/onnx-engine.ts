@@ -3,13 +3,18 @@
  * provider, which reaches 3-4x the throughput of tfjs-wasm on these machines
  * (../shared/notes/cpu-engines.md). ORT threads each convolution over all cores itself,
  * so one session runs one batch at a time.
+ *
+ * onnxruntime-node 1.30 runs a session synchronously on the calling thread (its promise
+ * only defers the call), so the event loop stalls for a batch's duration; image decodes
+ * already handed to libuv's pool keep going meanwhile.
  */
 import { cpus } from 'node:os';
-import * as ort from 'onnxruntime-node';
 import type { Engine, EngineOptions } from './engine.js';
 import { INPUT_NAME, OUTPUT_NAME, buildOnnxModel } from './onnx-graph.js';
 
 export async function startOnnxEngine({ weights, size, batchSize }: EngineOptions): Promise<Engine> {
+  // Loaded here, not at the top: a platform without ORT binaries must still run the tfjs engines.
+  const ort = await import('onnxruntime-node');
   const session = await ort.InferenceSession.create(buildOnnxModel(weights), {
     executionProviders: ['cpu'],
     intraOpNumThreads: cpus().length,

@@ -1,7 +1,8 @@
 /**
  * The default sweep (dropout {0,.2,.4,.6} x lr {3e-4,1e-3,3e-3,1e-2} x seeds {1,2,3} = 48
  * runs, up to 50 epochs, batch 32, adam, early stopping on val_loss with patience 5)
- * through the batched trainer, and run by run through the tf.layers reference.
+ * through the sweep trainer (worker threads running SIMD kernels), and run by run through
+ * the tf.layers reference.
  *
  * Features: real TrashNet ones when ../shared exists, extracted by the extract stage (224x224,
  * onnx, else wasm) into runs/bench/trashnet-224.sqlite, which later runs reuse; otherwise
@@ -17,7 +18,7 @@ import { type ExtractSummary, runExtract } from '../stages/extract.js';
 import { loadSweepData } from '../stages/sweep.js';
 import { RandomStream } from '../stages/sweep/random.js';
 import { trainReference } from '../stages/sweep/reference.js';
-import { type EarlyStopping, type HeadParams, type RunResult, type RunSpec, type TrainData, trainHeads } from '../stages/sweep/trainer.js';
+import { type EarlyStopping, type HeadParams, type RunResult, type RunSpec, type TrainData, trainHeads, workerCount } from '../stages/sweep/trainer.js';
 import { median } from './machine.js';
 
 /** The checkout (this file runs as dist/bench/sweep.js). */
@@ -117,7 +118,7 @@ function winner(results: RunResult[]): string {
     `test acc ${(100 * mean(runs, (r) => r.test.accuracy)).toFixed(2)}% (mean of ${runs.length} seeds)`;
 }
 
-async function timeBatched(data: TrainData, runs: RunSpec[], repeats: number): Promise<{ seconds: number[]; results: RunResult[] }> {
+async function timeSweep(data: TrainData, runs: RunSpec[], repeats: number): Promise<{ seconds: number[]; results: RunResult[] }> {
   const seconds: number[] = [];
   let results: RunResult[] = [];
   for (let i = 0; i < repeats; i++) {
@@ -129,7 +130,7 @@ async function timeBatched(data: TrainData, runs: RunSpec[], repeats: number): P
 }
 
 /** Times REFERENCE_SAMPLE runs spread over the grid, extrapolates by epochs run to the whole sweep. */
-async function timeReference(data: TrainData, runs: RunSpec[], batched: RunResult[]): Promise<{ seconds: number; note: string }> {
+async function timeReference(data: TrainData, runs: RunSpec[], sweep: RunResult[]): Promise<{ seconds: number; note: string }> {
   const stride = Math.floor(runs.length / REFERENCE_SAMPLE);
   const sample = Array.from({ length: REFERENCE_SAMPLE }, (_, i) => runs[i * stride + (i % 3)]);
   let seconds = 0;
@@ -139,12 +140,12 @@ async function timeReference(data: TrainData, runs: RunSpec[], batched: RunResul
     seconds += result.seconds;
     epochs += result.epochsRun;
   }
-  const sweepEpochs = batched.reduce((sum, r) => sum + r.epochsRun, 0);
+  const sweepEpochs = sweep.reduce((sum, r) => sum + r.epochsRun, 0);
   const estimate = seconds / epochs * sweepEpochs;
   return {
     seconds: estimate,
     note: `extrapolated: ${sample.length} runs timed (${seconds.toFixed(1)} s for ${epochs} epochs), ` +
-      `x ${sweepEpochs} epochs the batched sweep ran`,
+      `x ${sweepEpochs} epochs the sweep ran`,
   };
 }
 
@@ -152,14 +153,14 @@ export async function run(): Promise<void> {
   const { data, source } = await loadData();
   const runs = defaultSweep();
   console.log(`${source}; ${data.train.y.length}/${data.val.y.length}/${data.test.y.length} rows, dim ${data.dim}, ${runs.length} runs`);
-  // The sweep's backend when libtensorflow is absent; it only evaluates, the training steps run in stages/sweep/simd.ts.
-  await tf.setBackend('wasm');
-  const { seconds, results } = await timeBatched(data, runs, REPEATS);
+  const { seconds, results } = await timeSweep(data, runs, REPEATS);
   const epochs = results.reduce((sum, r) => sum + r.epochsRun, 0);
-  console.log(`batched [tfjs wasm]: median ${median(seconds).toFixed(2)} s of ${seconds.map((s) => s.toFixed(2)).join(', ')} ` +
-    `(${epochs} run-epochs)`);
+  console.log(`sweep trainer [${workerCount(runs.length)} worker threads, SIMD kernels; no tfjs]: median ${median(seconds).toFixed(2)} s ` +
+    `of ${seconds.map((s) => s.toFixed(2)).join(', ')} (${epochs} run-epochs)`);
   console.log(`  ${winner(results)}`);
+  // The sweep's tfjs backend when libtensorflow is absent.
+  await tf.setBackend('wasm');
   const reference = await timeReference(data, runs, results);
-  console.log(`reference run by run [tfjs wasm]: ${reference.seconds.toFixed(1)} s (${reference.note})`);
-  console.log(`ratio reference / batched: ${(reference.seconds / median(seconds)).toFixed(1)}x`);
+  console.log(`reference run by run [tf.layers model.fit, tfjs wasm]: ${reference.seconds.toFixed(1)} s (${reference.note})`);
+  console.log(`ratio reference / sweep trainer: ${(reference.seconds / median(seconds)).toFixed(1)}x`);
 }

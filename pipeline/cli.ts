@@ -78,7 +78,7 @@ async function extractCommand(argv: ConfigFlags & { config?: string }) {
   }
 }
 
-async function sweepCommand(argv: { config?: string; db?: string; backend?: string; resume?: boolean; 'feature-set'?: string }) {
+async function sweepCommand(argv: { config?: string; db?: string; resume?: boolean; 'feature-set'?: string }) {
   const config = configOf(argv);
   const { runSweep } = await import('../stages/sweep.js');
   const db = openDatabase(config.cache.db);
@@ -88,7 +88,6 @@ async function sweepCommand(argv: { config?: string; db?: string; backend?: stri
       db,
       featureSet: selectFeatureSet(db, argv['feature-set']),
       sweep: config.sweep,
-      backend: config.engine.backend,
       resume: argv.resume ?? false,
       shouldStop: interrupt.requested,
     });
@@ -105,7 +104,7 @@ async function sweepCommand(argv: { config?: string; db?: string; backend?: stri
     const state = result.interrupted ? 'interrupted' : result.alreadyDone ? 'already done' : 'done';
     say(
       `sweep ${result.sweepId} ${state}: ${result.trainedNow} runs trained now, ${result.planned} planned, ` +
-        `${result.wallSeconds.toFixed(1)} s of training in total (${result.backend}); details: pipeline report --sweep ${result.sweepId}`,
+        `${result.wallSeconds.toFixed(1)} s of training in total (${result.trainer}); details: pipeline report --sweep ${result.sweepId}`,
     );
     if (result.interrupted) {
       say('continue with: pipeline sweep --resume (same config)');
@@ -226,7 +225,6 @@ export function buildCli(args: string[]) {
       'train many dense-head variants from the cached features',
       (a) =>
         withCacheFlags(a)
-          .option('backend', { type: 'string', choices: BACKENDS, describe: 'tfjs backend for training (engine.backend)' })
           .option('feature-set', { type: 'string', describe: 'feature set id (default: the only one)' })
           .option('resume', { type: 'boolean', describe: 'continue the interrupted sweep with this configuration' }),
       (argv) => sweepCommand(argv),

@@ -20,7 +20,7 @@ export function reportText(facts: ReportFacts, top = 10): string {
   }
   const lines = [
     `sweep ${sweep.id} (${sweep.status}): ${sweep.finished_runs}/${sweep.planned_runs} runs, ${facts.variants.length} variants x ${sweep.seeds.length} seeds, ` +
-      `${sweep.wall_seconds?.toFixed(1) ?? '?'} s of training on ${sweep.backend}`,
+      `${sweep.wall_seconds?.toFixed(1) ?? '?'} s of training on ${sweep.trainer}`,
     `features: ${extraction.feature_set}, MobileNetV2 alpha ${extraction.alpha} at ${extraction.input_size} (${extraction.resize}), ` +
       `${extraction.backend}, ${extraction.images} images, ${extraction.failures} failures` +
       (extraction.images_per_second ? `, extracted at ${extraction.images_per_second.toFixed(1)} images/s` : ''),

@@ -58,7 +58,8 @@ export interface ReportFacts {
     finished_runs: number;
     wall_seconds: number | null;
     started_at: string;
-    backend: string;
+    /** What trained the heads (the WebAssembly SIMD trainer). */
+    trainer: string;
     split: string;
     split_sizes: { train: number; val: number; test: number };
   };
@@ -162,7 +163,7 @@ export function gatherReport(db: Db, sweepRow: SweepRow): ReportFacts {
       finished_runs: runs.length,
       wall_seconds: sweep.wallSeconds,
       started_at: sweep.startedAt,
-      backend: sweep.backend,
+      trainer: sweep.backend,
       split: data.splitSource,
       split_sizes: { train: data.train.y.length, val: data.val.y.length, test: data.test.y.length },
     },

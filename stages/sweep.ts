@@ -4,7 +4,6 @@
  * computation (stages/sweep/trainer.ts), and stores each run as soon as it finishes, so
  * an interrupted sweep resumes with `--resume` without retraining anything.
  */
-import { tf } from '../pipeline/tfjs.js';
 import type { Db } from '../cache/database.js';
 import { type FeatureSet, listFailures, listItems, loadVectors } from '../cache/features.js';
 import {
@@ -21,20 +20,25 @@ import {
   saveSplit,
 } from '../cache/sweeps.js';
 import { sha256 } from '../data/hash.js';
-import { activateBackend, type BackendRequest, type TfjsBackend } from '../pipeline/backend.js';
 import { UserError } from '../pipeline/errors.js';
 import type { SweepConfig } from '../pipeline/sweep-config.js';
 import { classificationReport } from './sweep/metrics.js';
 import { type PlannedRun, planRuns } from './sweep/plan.js';
 import { type VariantSummary, rankVariants } from './sweep/ranking.js';
 import { makeSplit } from './sweep/split.js';
-import { type HeadParams, type RunResult, type SplitData, type TrainData, trainHeads } from './sweep/trainer.js';
+import { type HeadParams, type RunResult, type SplitData, type TrainData, trainHeads, workerCount } from './sweep/trainer.js';
+
+/**
+ * The trainer's identity, stored with each sweep and part of its configuration hash: heads
+ * train on the project's WebAssembly SIMD kernels on every machine (stages/sweep/simd.ts),
+ * so the numbers depend on the sweep config alone, not on the extract backend.
+ */
+const TRAINER = 'wasm-simd';
 
 export interface SweepOptions {
   readonly db: Db;
   readonly featureSet: FeatureSet;
   readonly sweep: SweepConfig;
-  readonly backend: BackendRequest;
   readonly resume: boolean;
   readonly shouldStop?: () => boolean;
   readonly log?: (line: string) => void;
@@ -50,7 +54,8 @@ export interface SweepOutcome {
   readonly ranking: VariantSummary[];
   readonly wallSeconds: number;
   readonly splitSource: string;
-  readonly backend: TfjsBackend;
+  /** What trained the heads, e.g. "wasm-simd x2". */
+  readonly trainer: string;
 }
 
 /** A training set assembled from the cache, with the row order every stored array follows. */
@@ -63,10 +68,10 @@ export interface SweepData extends TrainData {
 export async function runSweep(options: SweepOptions): Promise<SweepOutcome> {
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const { db, featureSet, sweep } = options;
-  const backend = await activateTrainingBackend(options.backend);
   const data = loadSweepData(db, featureSet, log);
   const planned = planRuns(sweep);
-  const configJson = JSON.stringify({ sweep, backend });
+  const trainer = TRAINER;
+  const configJson = JSON.stringify({ sweep, trainer });
   const configHash = sha256(configJson);
 
   const previous = findSweep(db, featureSet.id, configHash);
@@ -85,7 +90,7 @@ export async function runSweep(options: SweepOptions): Promise<SweepOutcome> {
           configHash,
           configJson,
           splitSource: data.splitSource,
-          backend,
+          backend: trainer,
           plannedRuns: planned.length,
         });
   if (options.resume && !previous) log('--resume: no earlier sweep with this configuration; starting a new one');
@@ -94,7 +99,7 @@ export async function runSweep(options: SweepOptions): Promise<SweepOutcome> {
   const pending = planned.filter((run) => !finished.has(run.runKey));
   log(
     `sweep ${sweepId}: ${planned.length} runs (${planned.length / sweep.seeds.length} variants x ${sweep.seeds.length} seeds), ` +
-      `${finished.size} already done, ${pending.length} to train on ${backend}; ` +
+      `${finished.size} already done, ${pending.length} to train (${trainer}, ${workerCount(pending.length)} worker threads); ` +
       `split ${data.train.y.length}/${data.val.y.length}/${data.test.y.length} (${data.splitSource})`,
   );
 
@@ -102,7 +107,6 @@ export async function runSweep(options: SweepOptions): Promise<SweepOutcome> {
   const byKey = new Map(pending.map((run) => [run.runKey, run]));
   let trainedNow = 0;
   await trainHeads(
-    tf,
     data,
     pending.map((run) => ({ key: run.runKey, params: headParams(run), seed: run.seed })),
     { monitor: sweep.early_stopping.monitor, patience: sweep.early_stopping.patience },
@@ -128,28 +132,9 @@ export async function runSweep(options: SweepOptions): Promise<SweepOutcome> {
       ranking: rankVariants(loadRuns(db, id), sweep.metric),
       wallSeconds: getSweep(db, id)?.wallSeconds ?? 0,
       splitSource: data.splitSource,
-      backend,
+      trainer,
     };
   }
-}
-
-/**
- * tfjs backend for training heads: libtensorflow when installed (gpu, then tensorflow),
- * else wasm. onnx runs only the backbone, so it cannot train.
- */
-async function activateTrainingBackend(request: BackendRequest): Promise<TfjsBackend> {
-  if (request === 'onnx') throw new UserError('--backend onnx only runs the backbone; sweep trains with gpu, tensorflow, wasm or cpu');
-  const order: TfjsBackend[] = request === 'auto' ? ['gpu', 'tensorflow', 'wasm'] : [request];
-  for (const backend of order) {
-    try {
-      await activateBackend(tf, backend);
-      return backend;
-    } catch (error) {
-      if (request !== 'auto') throw new UserError(`--backend ${request} cannot load: ${(error as Error).message.split('\n')[0]}`);
-    }
-  }
-  await activateBackend(tf, 'cpu');
-  return 'cpu';
 }
 
 export function loadSweepData(db: Db, featureSet: FeatureSet, log: (line: string) => void): SweepData {

@@ -111,7 +111,7 @@ function makeFacts(options: FixtureOptions = {}): ReportFacts {
       finished_runs: runs.length,
       wall_seconds: 83.4,
       started_at: '2025-05-01T10:00:00.000Z',
-      backend: 'tfjs-wasm',
+      trainer: 'wasm-simd',
       split: 'random 70/15/15 (seed 0)',
       split_sizes: { train: 1769, val: 379, test: 379 },
     },

@@ -138,7 +138,7 @@ test('the seeded split is stratified 70/15/15 and keeps byte-identical files tog
 
 test.serial('a sweep stores every run; the identical config again trains nothing', async (t) => {
   const { db, featureSet } = makeFeatureCache(join(tempDir(t), 'c.sqlite'));
-  const first = await runSweep({ db, featureSet, sweep: smallSweep(), backend: 'wasm', resume: false, log: quiet });
+  const first = await runSweep({ db, featureSet, sweep: smallSweep(), resume: false, log: quiet });
   t.false(first.alreadyDone);
   t.is(first.trainedNow, 8);
   t.is(loadRuns(db, first.sweepId).length, 8);
@@ -147,7 +147,7 @@ test.serial('a sweep stores every run; the identical config again trains nothing
   const split = loadSplit(db, featureSet.id);
   t.is(split.length, 120, 'the split is stored');
 
-  const again = await runSweep({ db, featureSet, sweep: smallSweep(), backend: 'wasm', resume: false, log: quiet });
+  const again = await runSweep({ db, featureSet, sweep: smallSweep(), resume: false, log: quiet });
   t.true(again.alreadyDone);
   t.is(again.sweepId, first.sweepId);
   t.is(again.trainedNow, 0);
@@ -161,13 +161,13 @@ test.serial('an interrupted sweep resumes without retraining, and ends equal to 
   const mixedLengths = smallSweep({
     parameters: { dropout: { values: [0, 0.4] }, learning_rate: { value: 0.01 }, epochs: { values: [2, 12] }, batch_size: { value: 16 } },
   });
-  const cleanResult = await runSweep({ ...clean, sweep: mixedLengths, backend: 'wasm', resume: false, log: quiet });
+  const cleanResult = await runSweep({ ...clean, sweep: mixedLengths, resume: false, log: quiet });
 
   const cut = makeFeatureCache(join(dir, 'cut.sqlite'));
   const stopped = await runSweep({
     ...cut,
     sweep: mixedLengths,
-    backend: 'wasm',
+   
     resume: false,
     log: quiet,
     shouldStop: () => finishedRunKeys(cut.db, 1).size >= 1,
@@ -176,7 +176,7 @@ test.serial('an interrupted sweep resumes without retraining, and ends equal to 
   const doneBefore = loadRuns(cut.db, stopped.sweepId);
   t.true(doneBefore.length >= 1 && doneBefore.length < stopped.planned, `stopped part-way (${doneBefore.length} of ${stopped.planned} runs)`);
 
-  const resumed = await runSweep({ ...cut, sweep: mixedLengths, backend: 'wasm', resume: true, log: quiet });
+  const resumed = await runSweep({ ...cut, sweep: mixedLengths, resume: true, log: quiet });
   t.is(resumed.sweepId, stopped.sweepId);
   t.false(resumed.interrupted);
   t.is(resumed.trainedNow, stopped.planned - doneBefore.length, 'finished runs are not retrained');
@@ -190,7 +190,7 @@ test.serial('an interrupted sweep resumes without retraining, and ends equal to 
 
 test.serial('a feature set with images not yet extracted says which command to run', async (t) => {
   const { db, featureSet } = makeFeatureCache(join(tempDir(t), 'c.sqlite'), { missing: 5 });
-  const error = await t.throwsAsync(runSweep({ db, featureSet, sweep: smallSweep(), backend: 'wasm', resume: false, log: quiet }));
+  const error = await t.throwsAsync(runSweep({ db, featureSet, sweep: smallSweep(), resume: false, log: quiet }));
   t.regex(error!.message, /missing features for 5 of 120 images .*run `pipeline extract`/);
   db.close();
 });

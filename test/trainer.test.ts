@@ -6,7 +6,7 @@ import { trainReferenceOnOrder } from '../stages/sweep/reference.js';
 import { instantiateKernels, kernelModule } from '../stages/sweep/simd.js';
 import { type EarlyStopping, type HeadParams, type RunResult, type RunSpec, trainHeads } from '../stages/sweep/trainer.js';
 
-// Tests are serial: the leak check counts tf.memory() tensors, which concurrent tests would share.
+// The tf.layers reference runs on the cpu backend: exact float32 and no native code.
 await tf.setBackend('cpu');
 
 const data = syntheticData({ train: 150, val: 40, test: 30 }, 64, 3);
@@ -21,22 +21,18 @@ const numbers = (r: RunResult) => [
   ...r.curves.trainLoss, ...r.curves.valLoss, r.test.loss, ...r.test.probabilities, ...r.weights.flatMap((w) => [...w.values]),
 ];
 
-test.serial('same runs and seeds give bitwise identical results, and no tensor leaks', async (t) => {
+test.serial('same runs and seeds give bitwise identical results', async (t) => {
   const runs = [spec('a'), spec('b', { hiddenUnits: 16, optimizer: 'rmsprop', weightDecay: 1e-3 })];
-  const before = tf.memory().numTensors;
   const [first, second] = [await trainHeads(data, runs, early), await trainHeads(data, runs, early)];
-  t.is(tf.memory().numTensors, before);
   t.deepEqual(first.map(numbers), second.map(numbers));
 });
 
-test.serial("a run's numbers do not depend on the runs batched with it", async (t) => {
+test.serial("a run's numbers do not depend on the runs trained beside it or on which worker trains it", async (t) => {
   const run = spec('target', { dropout: 0.4, classWeight: 'balanced', labelSmoothing: 0.1 }, 2);
   const [alone] = await trainHeads(data, [run], early);
-  const batch = await trainHeads(data, [spec('x', { learningRate: 0.003 }), run, spec('y', { dropout: 0 }), spec('x', {}, 2)], early);
+  const batch = await trainHeads(data, [spec('x', { learningRate: 0.003 }), spec('y', { dropout: 0 }), run, spec('x', {}, 2)], early);
   const together = batch.find((r) => r.key === 'target')!;
-  const [a, b] = [numbers(alone), numbers(together)];
-  t.is(a.length, b.length);
-  t.true(a.every((v, i) => Math.abs(v - b[i]) <= 1e-5));
+  t.deepEqual(numbers(alone), numbers(together));
   t.is(alone.bestEpoch, together.bestEpoch);
 });
 
@@ -69,10 +65,12 @@ test.serial('early stopping restores the best epoch and reports runs as they fin
   t.is(slow.epochsRun, 4);
 });
 
-test.serial('shouldStop between epochs returns only finished runs', async (t) => {
-  let polls = 0;
-  const results = await trainHeads(data, [spec('short', { epochs: 1 }), spec('long', { epochs: 5 })], early,
-    { shouldStop: () => ++polls > 2 });
+test.serial('shouldStop abandons the runs in progress and returns the runs finished so far', async (t) => {
+  const finished: string[] = [];
+  const endless = { epochs: 1_000_000 }; // with patience 0 it would train for minutes
+  const results = await trainHeads(data, [spec('short', { epochs: 1 }), spec('long', endless), spec('longer', endless)],
+    { monitor: 'val_loss', patience: 0 }, { onRunFinished: (r) => { finished.push(r.key); }, shouldStop: () => finished.length > 0 });
+  t.deepEqual(finished, ['short']);
   t.deepEqual(results.map((r) => r.key), ['short']);
 });
 
@@ -87,4 +85,39 @@ test.serial('the dropout kernel keeps Bernoulli(1 - p) of the elements, scaled b
   const kept = floats.filter((v) => v !== 0);
   t.true(kept.every((v) => v === Math.fround(scale)));
   t.true(Math.abs(kept.length / n - 0.8) < 0.01, `kept ${kept.length / n}`);
+});
+
+/** float32 a + b, a * b: the kernels' arithmetic, one rounding per operation. */
+const add = (a: number, b: number) => Math.fround(a + b);
+const mul = (a: number, b: number) => Math.fround(a * b);
+
+test.serial('dense and outer reduce every output in the documented order, however outputs are grouped', async (t) => {
+  const memory = new WebAssembly.Memory({ initial: 1 });
+  const kernels = instantiateKernels(await kernelModule(), memory);
+  const f32 = new Float32Array(memory.buffer);
+  const [inputs, rows] = [24, 3];
+  const random = runStreams({ key: 'kernels', seed: 1 }).init.uint32s(4096);
+  f32.set(Float32Array.from(random, (u) => u / 2 ** 31 - 1)); // [-1, 1): cancellation makes the order visible
+  const [x, w, bias, out] = [0, 1024, 2048, 3072]; // float offsets
+  for (const units of [1, 2, 3, 4, 5, 6, 7]) {
+    kernels.dense(out * 4, x * 4, w * 4, bias * 4, rows, inputs * 4, units * 4);
+    for (let r = 0; r < rows; r++) {
+      for (let u = 0; u < units; u++) {
+        // two f32x4 accumulators over alternate 4-float blocks, then (lane 0 + 1) + (lane 2 + 3), then the bias
+        const acc = [0, 0, 0, 0, 0, 0, 0, 0];
+        for (let i = 0; i < inputs; i++) acc[i % 8] = add(acc[i % 8], mul(f32[x + r * inputs + i], f32[w + u * inputs + i]));
+        const lanes = [0, 1, 2, 3].map((l) => add(acc[l], acc[l + 4]));
+        t.is(f32[out + r * units + u], add(add(add(lanes[0], lanes[1]), add(lanes[2], lanes[3])), f32[bias + u]), `dense ${units} units`);
+      }
+    }
+    // the kernel gradient: g[u, i] = sum_r d[r, u] * x[r, i], summed over r in order
+    kernels.outer(out * 4, w * 4, x * 4, rows, units * 4, inputs * 4, units * 4, inputs * 4, 4);
+    for (let u = 0; u < units; u++) {
+      for (let i = 0; i < inputs; i++) {
+        let sum = 0;
+        for (let r = 0; r < rows; r++) sum = add(sum, mul(f32[w + r * units + u], f32[x + r * inputs + i]));
+        t.is(f32[out + u * inputs + i], sum, `outer ${units} units`);
+      }
+    }
+  }
 });

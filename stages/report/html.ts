@@ -143,7 +143,7 @@ function headerHtml(facts: ReportFacts): string {
 <div class="kicker">pipeline report</div>
 <h1>Sweep ${esc(sweep.id)} <span class="status status-${esc(sweep.status)}">${esc(sweep.status)}</span></h1>
 <p class="sub">${esc(sweep.finished_runs)}/${esc(sweep.planned_runs)} runs (${facts.variants.length} variants × ${sweep.seeds.length} seeds) ·
-${esc(seconds(sweep.wall_seconds))} of training on ${esc(sweep.backend)} · started ${esc(timestamp(sweep.started_at))}<br>
+${esc(seconds(sweep.wall_seconds))} of training on ${esc(sweep.trainer)} · started ${esc(timestamp(sweep.started_at))}<br>
 Features <code>${esc(extraction.feature_set)}</code> · ${esc(extraction.images)} images, ${esc(facts.labels.length)} classes ·
 split ${esc(sweep.split_sizes.train)} train / ${esc(sweep.split_sizes.val)} val / ${esc(sweep.split_sizes.test)} test</p>
 </header>`;
@@ -220,7 +220,7 @@ function factsHtml(facts: ReportFacts): string {
     ['seeds', esc(sweep.seeds.join(', '))],
     ['metric', `${esc(sweep.metric.name)} (${esc(sweep.metric.goal)})`],
     ['wall time', esc(seconds(sweep.wall_seconds))],
-    ['backend', esc(sweep.backend)],
+    ['trainer', esc(sweep.trainer)],
     ['started', esc(timestamp(sweep.started_at))],
     ['split', `${esc(sweep.split_sizes.train)} train / ${esc(sweep.split_sizes.val)} val / ${esc(sweep.split_sizes.test)} test (${esc(sweep.split)})`],
     ['classes', esc(facts.labels.join(', '))],

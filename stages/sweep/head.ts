@@ -20,7 +20,7 @@ export const EPSILON = 1e-7;
 /** What the memory layout depends on: runs that share it can share a HeadTrainer. */
 export interface HeadShape { hiddenUnits: number; batchSize: number; optimizer: HeadParams['optimizer'] }
 
-export type SplitName = 'train' | 'val' | 'test';
+type SplitName = 'train' | 'val' | 'test';
 
 /** One dense layer inside a run's parameter block (offsets in floats). */
 interface Layer { inputs: number; units: number; kernel: number; bias: number }
@@ -61,7 +61,7 @@ export interface HeadRun {
   accBeta2: number;
 }
 
-export interface BatchStats { lossSum: number; correct: number }
+interface BatchStats { lossSum: number; correct: number }
 
 /** Byte offsets of everything in the memory. */
 interface MemoryLayout {
@@ -92,7 +92,7 @@ function memoryLayout(data: TrainData, shape: HeadShape, params: ParamLayout): M
 }
 
 export class HeadTrainer {
-  readonly params: ParamLayout;
+  private readonly params: ParamLayout;
   private readonly at: MemoryLayout;
   private readonly kernels: Kernels;
   private readonly f32: Float32Array;
@@ -101,7 +101,7 @@ export class HeadTrainer {
   /** one row's softmax, reused: the step loop must not allocate */
   private readonly probabilities: Float64Array;
 
-  constructor(module: WebAssembly.Module, readonly shape: HeadShape, private readonly data: TrainData) {
+  constructor(module: WebAssembly.Module, private readonly shape: HeadShape, private readonly data: TrainData) {
     this.params = paramLayout(data.dim, data.classes, shape.hiddenUnits);
     this.at = memoryLayout(data, shape, this.params);
     const memory = new WebAssembly.Memory({ initial: Math.ceil(this.at.bytes / 65536) });

@@ -1,5 +1,5 @@
 /**
- * The plain way to train one head at a time with tf.layers: the yardstick the batched
+ * The plain way to train one head at a time with tf.layers: the yardstick the sweep
  * trainer is checked against (same math with dropout 0, see test/trainer.test.ts) and
  * timed against (bench/sweep.ts).
  */
@@ -94,7 +94,7 @@ export interface BatchOrderCurves { trainLoss: number[]; valLoss: number[] }
 
 /**
  * The reference fed a given initial state and batch order (model.trainOnBatch), for
- * comparing the batched trainer step for step: `kernels` in Keras layout per dense layer
+ * comparing the sweep trainer step for step: `kernels` in Keras layout per dense layer
  * (biases start at zero), `orders[e]` the training-row order of epoch e + 1.
  * Returns the batch-size-weighted mean training loss and the val loss of each epoch.
  */

@@ -56,7 +56,7 @@ export async function trainHeads(data: TrainData, runs: RunSpec[], early: EarlyS
   validate(data, runs);
   if (!runs.length) return [];
   const setup: WorkerSetup = { module: await kernelModule(), data, early };
-  const workers = Array.from({ length: Math.min(availableParallelism(), runs.length) },
+  const workers = Array.from({ length: workerCount(runs.length) },
     () => new Worker(new URL('./worker.js', import.meta.url), { workerData: setup }));
   const finished = new Map<RunSpec, RunResult>();
   let stopped = false;
@@ -81,6 +81,11 @@ export async function trainHeads(data: TrainData, runs: RunSpec[], early: EarlyS
     await Promise.all(workers.map((worker) => worker.terminate()));
   }
   return runs.flatMap((spec) => finished.get(spec) ?? []);
+}
+
+/** One worker thread per core, never more than there are runs. */
+export function workerCount(runs: number): number {
+  return Math.min(availableParallelism(), runs);
 }
 
 /** The worker's result for `spec`, or null if the worker was terminated first. */

@@ -29,6 +29,8 @@ export interface RunOptions {
   readonly killAfterMs?: number;
   /** Send SIGKILL `delayMs` after the output first matches `pattern` (a point inside the run). */
   readonly killAfterOutput?: { readonly pattern: RegExp; readonly delayMs: number };
+  /** Send SIGKILL `delayMs` after `check()` first returns true (polled every 10 ms). */
+  readonly killAfterCondition?: { readonly check: () => boolean; readonly delayMs: number };
   readonly env?: Record<string, string>;
   /** Called with each stdout/stderr chunk as it arrives. */
   readonly onOutput?: (text: string) => void;
@@ -69,11 +71,21 @@ export function runPipeline(cwd: string, args: readonly string[], options: RunOp
       seen(chunk.toString());
     });
     const timer = options.killAfterMs === undefined ? undefined : setTimeout(kill, options.killAfterMs);
+    const condition = options.killAfterCondition;
+    const poll = condition
+      ? setInterval(() => {
+          if (exited || !condition.check()) return;
+          clearInterval(poll);
+          anchorMs = performance.now() - started;
+          anchorTimer = setTimeout(kill, condition.delayMs);
+        }, 10)
+      : undefined;
     child.on('exit', () => (exited = true));
     child.on('error', fail);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       clearTimeout(anchorTimer);
+      clearInterval(poll);
       done({ code, signal, stdout, stderr, ms: performance.now() - started, killed: killed && signal === 'SIGKILL', anchorMs });
     });
   });
@@ -184,6 +196,21 @@ export function watchCommits(path: string, start: number, intervalMs = 20): { st
       return { first, last, samples };
     },
   };
+}
+
+/** Number of feature rows in a cache (0 when it does not exist yet or is busy). */
+export function featureCount(path: string): number {
+  if (!existsSync(path)) return 0;
+  try {
+    const db = new Database(path, { readonly: true, fileMustExist: true });
+    try {
+      return db.prepare('SELECT COUNT(*) FROM features').pluck().get() as number;
+    } finally {
+      db.close();
+    }
+  } catch {
+    return 0;
+  }
 }
 
 /** Runs one SQL query on a read-only connection. */

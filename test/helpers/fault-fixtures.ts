@@ -12,6 +12,23 @@ import { pixels } from './images.js';
 export const SIZE = '64x64';
 export const EXTRACT_FLAGS = (modelJson: string) => ['--model', modelJson, '--size', SIZE, '--backend', 'wasm', '--batch', '4'] as const;
 
+/**
+ * A small sweep: 2 x 2 variants (hidden 0/128 x learning rate 0.001/0.01) x 2 seeds, up to
+ * 30 epochs with early stopping (patience 4), batch size 1 so training takes a few seconds
+ * and runs finish at different moments.
+ */
+export const SWEEP_YAML = `sweep:
+  method: grid
+  seeds: [1, 2]
+  early_stopping: {monitor: val_loss, patience: 4}
+  parameters:
+    dropout: {value: 0.2}
+    hidden_units: {values: [0, 128]}
+    learning_rate: {values: [0.001, 0.01]}
+    epochs: {value: 30}
+    batch_size: {value: 1}
+`;
+
 export const raw = (data: Buffer, width: number, height: number, channels: 1 | 3 | 4 = 3) =>
   sharp(data, { raw: { width, height, channels } });
 

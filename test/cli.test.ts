@@ -2,55 +2,27 @@
  * The `pipeline` binary as a user runs it: `node bin/pipeline.js ...` in a temp working
  * folder (needs `tsc` to have built dist/). Errors must be one line on stderr with exit 1.
  */
-import { spawn } from 'node:child_process';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import { openDatabase } from '../cache/database.js';
 import { makeDataset } from './helpers/images.js';
 import { writeRandomModel } from './helpers/random-model.js';
-import { PIPELINE_BIN, tempDir } from './helpers/shared.js';
-
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the CLI in `cwd` with its model cache inside the temp folder; never touches the network cache at home. */
-function pipeline(cwd: string, args: string[]): Promise<Result> {
-  return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [PIPELINE_BIN, ...args], {
-      cwd,
-      env: { ...process.env, PIPELINE_CACHE_DIR: join(cwd, '.model-cache'), NO_COLOR: '1' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', fail);
-    child.on('close', (code) => done({ code, stdout, stderr }));
-  });
-}
-
-/** Exit 1 and exactly one line on stderr, `pipeline: ...`; returns the line. */
-function oneLineError(t: ExecutionContext, result: Result, what: string): string {
-  t.is(result.code, 1, `${what}: exit code (stderr: ${result.stderr})`);
-  const lines = result.stderr.trimEnd().split('\n');
-  t.is(lines.length, 1, `${what}: stderr has one line: ${JSON.stringify(result.stderr)}`);
-  t.true(lines[0].startsWith('pipeline: '), `${what}: ${lines[0]}`);
-  return lines[0];
-}
+import { oneLineError, runPipeline as pipeline } from './helpers/cli.js';
+import { tempDir } from './helpers/shared.js';
 
 test('--help of every command exits 0 and describes it', async (t) => {
   const cwd = tempDir(t);
-  for (const command of [[], ['extract'], ['cache'], ['export-features']]) {
+  for (const command of [[], ['extract'], ['sweep'], ['report'], ['export'], ['predict'], ['cache'], ['export-features']]) {
     const what = ['pipeline', ...command, '--help'].join(' ');
     const result = await pipeline(cwd, [...command, '--help']);
     t.is(result.code, 0, `${what}: ${result.stderr}`);
     t.regex(result.stdout, /pipeline/, what);
-    if (command.length === 0) for (const name of ['extract', 'cache', 'export-features']) t.true(result.stdout.includes(name), name);
+    if (command.length === 0) {
+      for (const name of ['extract', 'sweep', 'report', 'export', 'predict', 'cache', 'export-features']) t.true(result.stdout.includes(name), name);
+    }
+    if (command[0] === 'sweep') for (const flag of ['--config', '--db', '--resume', '--feature-set']) t.true(result.stdout.includes(flag), flag);
+    if (command[0] === 'report') for (const flag of ['--sweep', '--json', '--html', '--list']) t.true(result.stdout.includes(flag), flag);
     if (command[0] === 'extract') for (const flag of ['--data', '--model', '--size', '--backend', '--db']) t.true(result.stdout.includes(flag), flag);
     if (command[0] === 'export-features') t.true(result.stdout.includes('--out'));
   }

@@ -4,31 +4,14 @@
  * 224x224 on wasm. The features must carry class information: leave-one-out nearest
  * neighbour picks the same class far above chance (1/6).
  */
-import { spawn } from 'node:child_process';
-import { copyFile, mkdir, readFile, readdir, symlink } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openDatabase } from '../cache/database.js';
 import { listFeatureSets, listItems, loadVectors } from '../cache/features.js';
-import { PIPELINE_BIN, SHARED_MODEL_100, TRASHNET_DIR, serialTestWithShared, tempDir } from './helpers/shared.js';
+import { runPipeline, trashnetSlice } from './helpers/cli.js';
+import { SHARED_MODEL_100, serialTestWithShared, tempDir } from './helpers/shared.js';
 
-const CLASSES = ['cardboard', 'glass', 'metal', 'paper', 'plastic', 'trash'];
 const PER_CLASS = 10;
-
-function pipeline(cwd: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [PIPELINE_BIN, ...args], {
-      cwd,
-      env: { ...process.env, PIPELINE_CACHE_DIR: join(cwd, '.model-cache') },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', fail);
-    child.on('close', (code) => done({ code, stdout, stderr }));
-  });
-}
 
 /** Leave-one-out 1-NN by cosine similarity: the share of vectors whose nearest other vector has the same label. */
 function nearestNeighbourRate(vectors: Float32Array[], labels: string[]): number {
@@ -54,20 +37,9 @@ function nearestNeighbourRate(vectors: Float32Array[], labels: string[]): number
 
 serialTestWithShared('smoke: real MobileNetV2 on 60 TrashNet images through the CLI at 224x224 on wasm', async (t) => {
   const cwd = tempDir(t, 'pipeline-smoke-');
-  const data = join(cwd, 'trashnet');
-  for (const label of CLASSES) {
-    await mkdir(join(data, label), { recursive: true });
-    const files = (await readdir(join(TRASHNET_DIR, label))).filter((f) => f.endsWith('.jpg')).sort().slice(0, PER_CLASS);
-    t.is(files.length, PER_CLASS, label);
-    for (const file of files) await symlink(join(TRASHNET_DIR, label, file), join(data, label, file));
-  }
-  await mkdir(join(data, 'splits'));
-  for (const split of ['train', 'val', 'test']) {
-    const name = `one-indexed-files-notrash_${split}.txt`;
-    await copyFile(join(TRASHNET_DIR, 'splits', name), join(data, 'splits', name));
-  }
+  await trashnetSlice(join(cwd, 'trashnet'), PER_CLASS);
 
-  const extract = await pipeline(cwd, [
+  const extract = await runPipeline(cwd, [
     'extract',
     '--data', 'trashnet',
     '--model', SHARED_MODEL_100,
@@ -106,7 +78,7 @@ serialTestWithShared('smoke: real MobileNetV2 on 60 TrashNet images through the 
   // features that carry no class information land near 1/6.
   t.true(rate >= 0.5, `nearest-neighbour same-class rate ${rate}`);
 
-  const exported = await pipeline(cwd, ['export-features', '--db', 'cache.sqlite', '--out', 'export']);
+  const exported = await runPipeline(cwd, ['export-features', '--db', 'cache.sqlite', '--out', 'export']);
   t.is(exported.code, 0, exported.stderr);
   const npy = await readFile(join(cwd, 'export', 'features.npy'));
   t.is(npy.subarray(0, 6).toString('latin1'), '\x93NUMPY');

@@ -77,7 +77,7 @@ test.serial('3.2 pipeline report during a sweep reads a consistent state', async
   writeFileSync(join(cwd, 'sweep.yaml'), SWEEP_YAML.replace('patience: 4', 'patience: 0').replace('epochs: {value: 30}', 'epochs: {value: 20}'));
   copyFileSync(join(cwd, 'clean.sqlite'), join(cwd, 'sweep.sqlite'));
   let sweepDone = false;
-  const sweep = runPipeline(cwd, ['sweep', '--config', 'sweep.yaml', '--db', 'sweep.sqlite', '--backend', 'wasm']).finally(() => (sweepDone = true));
+  const sweep = runPipeline(cwd, ['sweep', '--config', 'sweep.yaml', '--db', 'sweep.sqlite']).finally(() => (sweepDone = true));
   const reports: CliResult[] = [];
   while (!sweepDone) {
     reports.push(await runPipeline(cwd, ['report', '--db', 'sweep.sqlite', '--json']));

@@ -63,7 +63,7 @@ test.serial('2.2 SIGKILL sweep --resume at 8 random moments: finished runs never
   writeFileSync(join(cwd, 'sweep.yaml'), SWEEP_YAML);
   const extract = await runPipeline(cwd, ['extract', '--data', 'data', ...EXTRACT_FLAGS(modelJson), '--db', 'features.sqlite']);
   t.is(extract.code, 0, extract.stderr);
-  const sweepArgs = (db: string, resume: boolean) => ['sweep', '--config', 'sweep.yaml', '--db', db, '--backend', 'wasm', ...(resume ? ['--resume'] : [])];
+  const sweepArgs = (db: string, resume: boolean) => ['sweep', '--config', 'sweep.yaml', '--db', db, ...(resume ? ['--resume'] : [])];
 
   copyFileSync(join(cwd, 'features.sqlite'), join(cwd, 'clean.sqlite'));
   const ANCHOR = /to train on/;

@@ -111,9 +111,11 @@ export function expectOneLineError(t: ExecutionContext, r: CliResult, what: stri
   return errors[0] ?? '';
 }
 
-/** sha256 of a file's bytes ('' when it does not exist). */
+/** sha256 of a file's bytes ('' when it does not exist or is empty: an empty WAL holds nothing). */
 export function fileSha(path: string): string {
-  return existsSync(path) ? createHash('sha256').update(readFileSync(path)).digest('hex') : '';
+  if (!existsSync(path)) return '';
+  const bytes = readFileSync(path);
+  return bytes.length === 0 ? '' : createHash('sha256').update(bytes).digest('hex');
 }
 
 /** sha256 of a database and its WAL and shared-memory files, for "the cache is untouched". */

@@ -1,12 +1,12 @@
 /**
  * An engine turns batches of decoded pixels into features. The extract stage only sees
- * this interface; which library computes the numbers is the engine's business.
+ * this interface; which library computes the numbers, in which threads, is the engine's
+ * business (worker-protocol.ts says why every engine runs in worker threads).
  */
 import type { InputSize } from './preprocessing.js';
 import type { BackboneWeights } from './weights.js';
-import type { Backend, ResolvedBackend, TfjsBackend } from '../pipeline/backend.js';
-import { startOnnxEngine } from './onnx-engine.js';
-import { startTfjsEngine } from './tfjs-engine.js';
+import type { ResolvedBackend } from '../pipeline/backend.js';
+import { startWorkerPool } from './worker-pool.js';
 
 export interface Engine {
   /** Batches it can work on at once: the extract stage keeps this many (+1) in flight. */
@@ -16,15 +16,18 @@ export interface Engine {
   close(): Promise<void>;
 }
 
-export interface EngineOptions<B extends Backend = Backend> {
+export interface EngineOptions {
   readonly weights: BackboneWeights;
-  readonly backend: ResolvedBackend<B>;
+  readonly backend: ResolvedBackend;
   readonly size: InputSize;
   readonly batchSize: number;
 }
 
-export function startEngine(options: EngineOptions): Promise<Engine> {
-  return runsOnTfjs(options) ? startTfjsEngine(options) : startOnnxEngine(options);
+export function startEngine({ weights, backend, size, batchSize }: EngineOptions): Promise<Engine> {
+  const script = backend.backend === 'onnx' ? 'onnx-worker.js' : 'tfjs-worker.js';
+  return startWorkerPool(
+    new URL(script, import.meta.url),
+    { backend: backend.backend, alpha: weights.arch.alpha, layers: [...weights.layers], height: size.height, width: size.width, batchSize },
+    backend.workers,
+  );
 }
-
-const runsOnTfjs = (options: EngineOptions): options is EngineOptions<TfjsBackend> => options.backend.backend !== 'onnx';

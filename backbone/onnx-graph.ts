@@ -9,7 +9,7 @@
 import protobuf from 'protobufjs';
 import { type ConvLayer, kernelShape } from './mobilenetv2.js';
 import { PREPROCESSING } from './preprocessing.js';
-import type { BackboneWeights } from './weights.js';
+import type { NetworkWeights } from './weights.js';
 
 export const INPUT_NAME = 'pixels';
 export const OUTPUT_NAME = 'features';
@@ -183,7 +183,7 @@ function preprocess(graph: GraphWriter): string {
 }
 
 /** Conv + folded-BN bias (+ ReLU6 as Clip, which ONNX Runtime fuses into the conv). */
-function conv(graph: GraphWriter, weights: BackboneWeights, layer: ConvLayer, x: string): string {
+function conv(graph: GraphWriter, weights: NetworkWeights, layer: ConvLayer, x: string): string {
   const { kernel, bias } = weights.layers.get(layer.name)!;
   const w = graph.constant(`${layer.name}/kernel`, onnxKernelShape(layer), toOihw(layer, kernel));
   const b = graph.constant(`${layer.name}/bias`, [layer.outChannels], bias);
@@ -198,7 +198,7 @@ function conv(graph: GraphWriter, weights: BackboneWeights, layer: ConvLayer, x:
 }
 
 /** Serialized ModelProto of the backbone: uint8 [batch, height, width, 3] in, float32 [batch, featureDim] out. */
-export function buildOnnxModel(weights: BackboneWeights): Uint8Array {
+export function buildOnnxModel(weights: NetworkWeights): Uint8Array {
   const { arch } = weights;
   const graph = new GraphWriter();
   graph.constant(RELU6_MIN, [], Float32Array.of(0));

@@ -51,10 +51,14 @@ export interface ConvWeights {
   readonly bias: Float32Array;
 }
 
-/** The architecture the weights fit, and each of its layers' parameters by layer name. */
-export interface BackboneWeights {
+/** The architecture and each of its layers' parameters by layer name: all an engine needs. */
+export interface NetworkWeights {
   readonly arch: Architecture;
   readonly layers: ReadonlyMap<string, ConvWeights>;
+}
+
+/** Network weights with where they came from. */
+export interface BackboneWeights extends NetworkWeights {
   readonly sha256: string;
   readonly source: string;
   /** Whether the file kept BatchNorm layers (Keras layout) that were folded at load time. */

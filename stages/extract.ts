@@ -116,6 +116,8 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
           const decodeLimit = pLimit(options.concurrency);
           // One batch per engine slot plus one decoding ahead keeps the engine busy.
           const batchLimit = pLimit(engine.parallelism + 1);
+          // One pixel buffer per batch in flight, reused: fresh memory is slow to touch on these VMs.
+          const buffers = Array.from({ length: engine.parallelism + 1 }, () => new Uint8Array(options.batch * imageBytes(options.model.size)));
           await Promise.all(
             chunk(pending, options.batch).map((batch) =>
               batchLimit(async () => {
@@ -124,12 +126,13 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
                   interrupted = true;
                   return;
                 }
-                const result = await extractBatch(batch, options.model, decodeLimit, engine.run.bind(engine), featureSet.dim).catch(
-                  (error: unknown) => {
+                const buffer = buffers.pop()!;
+                const result = await extractBatch(batch, options.model, decodeLimit, buffer, engine.run.bind(engine), featureSet.dim)
+                  .catch((error: unknown) => {
                     aborted = true; // queued batches return at once; committed ones stay
                     throw error;
-                  },
-                );
+                  })
+                  .finally(() => buffers.push(buffer));
                 saveBatch(db, featureSet.id, result);
                 extracted += result.features.length;
                 failures.push(...result.failures);
@@ -193,6 +196,8 @@ function uniqueByContent(items: readonly HashedItem[]): HashedItem[] {
   return items.filter((item) => !seen.has(item.sha256) && seen.add(item.sha256));
 }
 
+const imageBytes = (size: InputSize) => size.height * size.width * 3;
+
 function chunk<T>(items: readonly T[], size: number): T[][] {
   const chunks: T[][] = [];
   for (let i = 0; i < items.length; i += size) chunks.push(items.slice(i, i + size));
@@ -203,10 +208,11 @@ async function extractBatch(
   batch: readonly HashedItem[],
   model: ExtractOptions['model'],
   decodeLimit: ReturnType<typeof pLimit>,
+  buffer: Uint8Array,
   run: (pixels: Uint8Array, count: number) => Promise<Float32Array>,
   dim: number,
 ) {
-  const imageBytes = model.size.height * model.size.width * 3;
+  const bytesPerImage = imageBytes(model.size);
   const decoded = await Promise.all(
     batch.map((item) =>
       decodeLimit(async () => {
@@ -226,8 +232,8 @@ async function extractBatch(
     .filter((d): d is { item: HashedItem; error: string } => 'error' in d)
     .map(({ item, error }) => ({ sha256: item.sha256, path: item.path, error }));
   if (good.length === 0) return { features: [], failures };
-  const pixels = new Uint8Array(good.length * imageBytes);
-  good.forEach((d, i) => pixels.set(d.pixels, i * imageBytes));
+  const pixels = buffer.subarray(0, good.length * bytesPerImage);
+  good.forEach((d, i) => pixels.set(d.pixels, i * bytesPerImage));
   const vectors = await run(pixels, good.length);
   const features = good.map((d, i) => ({ sha256: d.item.sha256, vector: vectors.slice(i * dim, (i + 1) * dim) }));
   return { features, failures };

@@ -66,7 +66,7 @@ test.serial('2.2 SIGKILL sweep --resume at 8 random moments: finished runs never
   const sweepArgs = (db: string, resume: boolean) => ['sweep', '--config', 'sweep.yaml', '--db', db, ...(resume ? ['--resume'] : [])];
 
   copyFileSync(join(cwd, 'features.sqlite'), join(cwd, 'clean.sqlite'));
-  const ANCHOR = /to train on/;
+  const ANCHOR = / to train /;
   const commits: number[] = [];
   const started = performance.now();
   let seen = 0;

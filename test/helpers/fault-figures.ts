@@ -5,10 +5,18 @@
  *
  *   node dist/test/helpers/fault-figures.js
  */
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { REPO_ROOT } from './shared.js';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+/** The checkout (found like shared.ts does, without importing ava, so this file also runs as a script). */
+function repoRoot(): string {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'pipeline') return dir;
+    if (dirname(dir) === dir) throw new Error('cannot find the pipeline repository root');
+  }
+}
 
 export interface FigureRow {
   /** Sorts the table; e.g. "1.03 text file named .jpg". */
@@ -20,7 +28,7 @@ export interface FigureRow {
   readonly held: boolean;
 }
 
-export const FIGURES_DIR = join(REPO_ROOT, 'test-results', 'fault');
+export const FIGURES_DIR = join(repoRoot(), 'test-results', 'fault');
 
 export class Figures {
   private readonly rows: FigureRow[] = [];

@@ -1,9 +1,8 @@
-/** A pool of tfjs worker threads, one model copy each, fed batches as they free up. */
+/** Engine threads (worker-protocol.ts), fed batches as they free up. */
 import { Worker } from 'node:worker_threads';
 import { UserError } from '../pipeline/errors.js';
-import type { TfjsBackend } from '../pipeline/backend.js';
-import type { Engine, EngineOptions } from './engine.js';
-import type { WorkerReply, WorkerRequest, WorkerSetup } from './tfjs-worker.js';
+import type { Engine } from './engine.js';
+import type { WorkerReply, WorkerRequest, WorkerSetup } from './worker-protocol.js';
 
 interface Job {
   id: number;
@@ -13,20 +12,14 @@ interface Job {
   reject: (error: Error) => void;
 }
 
-export async function startTfjsEngine({ weights, backend, size, batchSize }: EngineOptions<TfjsBackend>): Promise<Engine> {
-  const setup: WorkerSetup = {
-    backend: backend.backend,
-    alpha: weights.arch.alpha,
-    layers: [...weights.layers],
-    height: size.height,
-    width: size.width,
-    batchSize,
-  };
-  const workers = await Promise.all(Array.from({ length: backend.workers }, () => startWorker(setup)));
+/** Starts `count` copies of the worker script and resolves once every one is warmed up. */
+export async function startWorkerPool(script: URL, setup: WorkerSetup, count: number): Promise<Engine> {
+  const workers = await Promise.all(Array.from({ length: count }, () => startWorker(script, setup)));
   const idle = [...workers];
   const queue: Job[] = [];
   const running = new Map<Worker, Job>();
   let nextId = 0;
+  let closed = false;
 
   const dispatch = () => {
     while (idle.length && queue.length) {
@@ -56,19 +49,21 @@ export async function startTfjsEngine({ weights, backend, size, batchSize }: Eng
   return {
     parallelism: workers.length,
     run(pixels, count) {
+      if (closed) return Promise.reject(new Error('the engine is closed'));
       return new Promise((resolve, reject) => {
         queue.push({ id: nextId++, pixels, count, resolve, reject });
         dispatch();
       });
     },
     async close() {
+      closed = true;
       await Promise.all(workers.map((worker) => worker.terminate()));
     },
   };
 }
 
-function startWorker(setup: WorkerSetup): Promise<Worker> {
-  const worker = new Worker(new URL('./tfjs-worker.js', import.meta.url), { workerData: setup });
+function startWorker(script: URL, setup: WorkerSetup): Promise<Worker> {
+  const worker = new Worker(script, { workerData: setup });
   return new Promise((resolve, reject) => {
     const fail = (message: string) => {
       void worker.terminate();

@@ -1,0 +1,27 @@
+/**
+ * The ONNX Runtime engine in its own thread: the backbone graph of onnx-graph.ts on ORT's
+ * CPU execution provider, 3-4x the throughput of tfjs-wasm here
+ * (../shared/notes/cpu-engines.md). ORT threads each convolution over all cores itself,
+ * so one session in one worker runs one batch at a time.
+ */
+import { cpus } from 'node:os';
+import { mobilenetV2 } from './mobilenetv2.js';
+import { INPUT_NAME, OUTPUT_NAME, buildOnnxModel } from './onnx-graph.js';
+import { serveBatches } from './worker-protocol.js';
+
+await serveBatches(async (setup) => {
+  const ort = await import('onnxruntime-node');
+  const weights = { arch: mobilenetV2(setup.alpha), layers: new Map(setup.layers) };
+  const session = await ort.InferenceSession.create(buildOnnxModel(weights), {
+    executionProviders: ['cpu'],
+    intraOpNumThreads: cpus().length,
+    // The graph is a single chain of convolutions: nothing for a second pool to run in parallel.
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+  });
+  return async (pixels, count) => {
+    const input = new ort.Tensor('uint8', pixels, [count, setup.height, setup.width, 3]);
+    const outputs = await session.run({ [INPUT_NAME]: input });
+    return outputs[OUTPUT_NAME].data as Float32Array;
+  };
+});

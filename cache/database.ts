@@ -7,7 +7,7 @@
  * share the file: a writer waits for the other instead of failing.
  */
 import Database from 'better-sqlite3';
-import { closeSync, existsSync, mkdirSync, openSync, readSync } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { UserError, messageOf } from '../pipeline/errors.js';
 
@@ -126,6 +126,10 @@ export function openDatabase(file: string, options: OpenOptions = {}): Db {
   if (existsSync(path) && !looksLikeSqlite(path)) {
     throw new UserError(`${path} is not a SQLite database (--db / cache.db)`);
   }
+  // SQLite opens an unwritable file read-only without a word and fails at the first write.
+  if (!options.readonly && existsSync(path) && !writable(path)) {
+    throw new UserError(`cache database ${path} is read-only (--db / cache.db)`);
+  }
   let db: Db;
   try {
     if (!options.readonly) mkdirSync(dirname(path), { recursive: true });
@@ -143,6 +147,38 @@ export function openDatabase(file: string, options: OpenOptions = {}): Db {
     throw new UserError(`cannot open cache database ${path}: ${messageOf(error)}`);
   }
   return db;
+}
+
+function writable(path: string): boolean {
+  try {
+    accessSync(path, constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Runs work on the database at `path`, turning the SQLite failures a user can act on
+ * (read-only file, full disk, damaged file) into one line that names the file.
+ */
+export async function guardDatabase<T>(path: string, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    const reason = failureReason((error as { code?: unknown }).code);
+    throw reason ? new UserError(`cache database ${resolve(path)} ${reason}`) : error;
+  }
+}
+
+function failureReason(code: unknown): string | undefined {
+  if (typeof code !== 'string') return undefined;
+  if (code.startsWith('SQLITE_READONLY')) return 'is read-only';
+  if (code === 'SQLITE_FULL' || code === 'ENOSPC') return 'cannot grow: the disk is full (what was saved before is kept)';
+  if (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB') return 'is damaged: not a valid SQLite database';
+  if (code.startsWith('SQLITE_IOERR')) return `hit an I/O error (${code})`;
+  if (code.startsWith('SQLITE_CANTOPEN')) return 'cannot be opened';
+  return undefined;
 }
 
 function looksLikeSqlite(path: string): boolean {

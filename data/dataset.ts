@@ -14,7 +14,8 @@ export type Split = 'train' | 'val' | 'test';
 export interface DatasetItem {
   /** Path relative to the dataset root, with '/' separators. */
   readonly path: string;
-  readonly absolutePath: string;
+  /** What to open: a Buffer when the file name is not valid UTF-8 (`path` then shows it escaped). */
+  readonly absolutePath: string | Buffer;
   readonly label: string;
   /** From the official split lists when the dataset has them. */
   readonly split: Split | null;
@@ -52,7 +53,7 @@ export async function scanDataset(root: string, splitsDir?: string): Promise<Dat
   const seen = new Set<string>([await realpath(root)]);
   const entries = (await readdir(root, { withFileTypes: true })).sort((a, b) => byCodeUnit(a.name, b.name));
   const classes: string[] = [];
-  const files: { label: string; absolutePath: string }[] = [];
+  const files: { label: string; image: FoundImage }[] = [];
   for (const entry of entries) {
     const path = join(root, entry.name);
     if (entry.name.startsWith('.')) {
@@ -72,22 +73,22 @@ export async function scanDataset(root: string, splitsDir?: string): Promise<Dat
     const images = await imagesUnder(path, seen, skipped);
     if (images.length === 0) continue; // a subfolder without images is not a class
     classes.push(entry.name);
-    for (const absolutePath of images) files.push({ label: entry.name, absolutePath });
+    for (const image of images) files.push({ label: entry.name, image });
   }
   if (files.length === 0) throw new UserError(`dataset ${root} has no images in class subfolders (expected ${root}/<class>/<image>)`);
 
   const splitSource = await findSplitLists(root, splitsDir);
   const splitOf = splitSource ? await readSplitLists(splitSource) : new Map<string, Split>();
-  const items = files.map(({ label, absolutePath }) => ({
-    path: relative(root, absolutePath).split(sep).join('/'),
-    absolutePath,
+  const items = files.map(({ label, image }) => ({
+    path: relative(root, image.display).split(sep).join('/'),
+    absolutePath: image.open,
     label,
-    split: splitOf.get(basename(absolutePath)) ?? null,
+    split: splitOf.get(basename(image.display)) ?? null,
   }));
   return { root, classes, items, skipped, splitsFrom: splitSource };
 }
 
-async function kindOf(path: string): Promise<'file' | 'dir' | 'other' | 'broken'> {
+async function kindOf(path: string | Buffer): Promise<'file' | 'dir' | 'other' | 'broken'> {
   try {
     const info = await stat(path); // follows symlinks; a loop fails with ELOOP
     return info.isFile() ? 'file' : info.isDirectory() ? 'dir' : 'other';
@@ -96,28 +97,46 @@ async function kindOf(path: string): Promise<'file' | 'dir' | 'other' | 'broken'
   }
 }
 
-async function imagesUnder(folder: string, seen: Set<string>, skipped: Dataset['skipped']): Promise<string[]> {
+/** A file found by the scan: its display path, and the path to open (a Buffer when the name is not UTF-8). */
+interface FoundImage {
+  readonly display: string;
+  readonly open: string | Buffer;
+}
+
+async function imagesUnder(folder: string, seen: Set<string>, skipped: Dataset['skipped']): Promise<FoundImage[]> {
   const real = await realpath(folder).catch(() => undefined);
   if (real === undefined || seen.has(real)) {
     skipped.unreadable++;
     return [];
   }
   seen.add(real);
-  const images: string[] = [];
-  const entries = (await readdir(folder, { withFileTypes: true })).sort((a, b) => byCodeUnit(a.name, b.name));
-  for (const entry of entries) {
-    const path = join(folder, entry.name);
-    if (entry.name.startsWith('.')) {
+  const images: FoundImage[] = [];
+  // Names as bytes: Linux allows names that are not UTF-8, and a decoded name could not be opened.
+  const entries = (await readdir(folder, { withFileTypes: true, encoding: 'buffer' }))
+    .map((entry) => ({ entry, ...decodeName(entry.name) }))
+    .sort((a, b) => byCodeUnit(a.name, b.name));
+  for (const { entry, name, utf8 } of entries) {
+    const display = join(folder, name);
+    const open = utf8 ? display : Buffer.concat([Buffer.from(folder + sep), entry.name]);
+    if (name.startsWith('.')) {
       skipped.hidden++;
       continue;
     }
-    const kind = await kindOf(path);
-    if (kind === 'dir') images.push(...(await imagesUnder(path, seen, skipped)));
-    else if (kind === 'broken') skipped.unreadable++;
-    else if (kind === 'file' && (IMAGE_EXTENSIONS as readonly string[]).includes(extname(entry.name).toLowerCase())) images.push(path);
+    const kind = await kindOf(open);
+    if (kind === 'dir' && utf8) images.push(...(await imagesUnder(display, seen, skipped)));
+    else if (kind === 'file' && (IMAGE_EXTENSIONS as readonly string[]).includes(extname(name).toLowerCase())) images.push({ display, open });
+    else if (kind === 'broken' || kind === 'dir') skipped.unreadable++;
     else skipped.nonImage++;
   }
   return images;
+}
+
+/** The name as text; in a name that is not valid UTF-8, every byte outside printable ASCII is written \xNN. */
+function decodeName(bytes: Buffer): { name: string; utf8: boolean } {
+  const text = bytes.toString('utf8');
+  if (Buffer.from(text, 'utf8').equals(bytes)) return { name: text, utf8: true };
+  const escaped = [...bytes].map((b) => (b >= 0x20 && b < 0x7f && b !== 0x5c ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`));
+  return { name: escaped.join(''), utf8: false };
 }
 
 async function findSplitLists(root: string, splitsDir?: string): Promise<string | null> {

@@ -5,7 +5,7 @@
  * takes a second that `--help` or `pipeline cache` should not pay.
  */
 import yargs, { type Argv } from 'yargs';
-import { openDatabase } from '../cache/database.js';
+import { guardDatabase, openDatabase } from '../cache/database.js';
 import { listFailures, listFeatureSets } from '../cache/features.js';
 import { listSweeps } from '../cache/sweeps.js';
 import { writeFileAtomically } from './files.js';
@@ -44,6 +44,14 @@ function withExtractFlags<T>(args: Argv<T>) {
 }
 
 const configOf = (argv: ConfigFlags & { config?: string }) => loadConfig(argv.config, argv);
+
+/** A command on the cache, with SQLite failures (read-only, disk full, damaged) as one line naming the file. */
+const withCache =
+  <A extends ConfigFlags & { config?: string }>(command: (argv: A) => unknown) =>
+  (argv: A) =>
+    guardDatabase(configOf(argv).cache.db, async () => {
+      await command(argv);
+    });
 
 const say = (line: string): void => void process.stdout.write(`${line}\n`);
 
@@ -219,7 +227,7 @@ export function buildCli(args: string[]) {
   return yargs(args)
     .scriptName('pipeline')
     .usage('$0 <command> [options]\n\nTransfer learning with cached embeddings: extract once, sweep heads in seconds.')
-    .command('extract', 'run the frozen MobileNetV2 once and cache its features in SQLite', withExtractFlags, extractCommand)
+    .command('extract', 'run the frozen MobileNetV2 once and cache its features in SQLite', withExtractFlags, withCache(extractCommand))
     .command(
       'sweep',
       'train many dense-head variants from the cached features',
@@ -227,7 +235,7 @@ export function buildCli(args: string[]) {
         withCacheFlags(a)
           .option('feature-set', { type: 'string', describe: 'feature set id (default: the only one)' })
           .option('resume', { type: 'boolean', describe: 'continue the interrupted sweep with this configuration' }),
-      (argv) => sweepCommand(argv),
+      withCache(sweepCommand),
     )
     .command(
       'report',
@@ -239,7 +247,7 @@ export function buildCli(args: string[]) {
           .option('json', { type: 'boolean', describe: 'print the facts as JSON (fields in README)' })
           .option('html', { type: 'string', describe: 'write a self-contained HTML report with plots to this file' })
           .option('top', { type: 'string', coerce: positiveInt('top'), describe: 'variants to list (default 10)' }),
-      (argv) => reportCommand(argv),
+      withCache(reportCommand),
     )
     .command(
       'export',
@@ -250,7 +258,7 @@ export function buildCli(args: string[]) {
           .option('run', { type: 'string', describe: 'run key, or best (default): the best seed of the winning variant' })
           .option('out', { type: 'string', demandOption: true, describe: 'output folder' })
           .option('weights', { type: 'string', describe: 'backbone model.json, if it moved since extraction (hash-checked)' }),
-      (argv) => exportCommand(argv),
+      withCache(exportCommand),
     )
     .command(
       'predict <files..>',
@@ -270,7 +278,7 @@ export function buildCli(args: string[]) {
         withCacheFlags(a)
           .option('failures', { type: 'boolean', describe: 'also list the files that failed' })
           .option('feature-set', { type: 'string', describe: 'feature set id (with --failures)' }),
-      (argv) => cacheCommand(argv),
+      withCache(cacheCommand),
     )
     .command(
       'export-features',
@@ -279,7 +287,7 @@ export function buildCli(args: string[]) {
         withCacheFlags(a)
           .option('out', { type: 'string', demandOption: true, describe: 'output folder' })
           .option('feature-set', { type: 'string', describe: 'feature set id (default: the only one)' }),
-      (argv) => exportFeaturesCommand(argv),
+      withCache(exportFeaturesCommand),
     )
     .demandCommand(1, 'name a command: extract, sweep, report, export, predict, cache, export-features')
     .strict()

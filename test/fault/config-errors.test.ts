@@ -90,7 +90,7 @@ async function rejectAll(
     t.log(`${outcome.ok ? 'ok  ' : 'FAIL'} ${args[0]} ${v.config ? JSON.stringify(v.config) : args.slice(1).join(' ')} -> ${outcome.line}${outcome.ok ? '' : ` (${outcome.why})`}`);
   }
   const failed = outcomes.filter((o) => !o.ok);
-  const short = (line: string) => line.split(cwd + '/').join('');
+  const short = (line: string) => line.split(cwd + '/').join('').replace(/http:\/\/127\.0\.0\.1:\d+/g, 'URL');
   figures.add({
     case: name,
     tries: variants.length,

@@ -215,7 +215,7 @@ test('the html report is self-contained, escaped, and draws every plot as inline
   checkPlots(t, html);
 
   // Text facts.
-  for (const text of ['Sweep 3', 'fs-a1b2c3d4', 'tfjs-wasm', '1769 train / 379 val / 379 test', '143.2', '1 m 23 s', 'macro-F1']) {
+  for (const text of ['Sweep 3', 'fs-a1b2c3d4', 'wasm-simd', '1769 train / 379 val / 379 test', '143.2', '1 m 23 s', 'macro-F1']) {
     t.true(html.includes(text), `mentions ${text}`);
   }
   t.true(html.includes(`${(facts.best.test_accuracy_mean * 100).toFixed(2)}%`), 'test accuracy mean');

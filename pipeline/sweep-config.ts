@@ -14,7 +14,8 @@ export const PARAMETER_VALUES = {
   epochs: z.number().int().min(1).max(10000),
   batch_size: z.number().int().min(1).max(65536),
   optimizer: z.enum(['adam', 'sgd', 'rmsprop']),
-  hidden_units: z.number().int().min(0).max(65536),
+  // The trainer's SIMD kernels work in blocks of 8 units.
+  hidden_units: z.number().int().min(0).max(65536).refine((v) => v % 8 === 0, { message: 'hidden_units must be a multiple of 8 (0 = no hidden layer)' }),
   weight_decay: continuous('weight_decay', (v) => v >= 0 && v < 1, '>= 0 and < 1'),
   label_smoothing: continuous('label_smoothing', (v) => v >= 0 && v < 1, '>= 0 and < 1'),
   class_weight: z.enum(['none', 'balanced']),

@@ -4,12 +4,15 @@
  */
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { openDatabase } from '../cache/database.js';
 import { makeDataset } from './helpers/images.js';
 import { writeRandomModel } from './helpers/random-model.js';
-import { oneLineError, runPipeline as pipeline } from './helpers/cli.js';
+import { type CliResult, expectOneLineError, runPipeline as pipeline } from './helpers/cli.js';
 import { tempDir } from './helpers/shared.js';
+
+/** These commands fail before doing any work: stderr must be the error line and nothing else. */
+const oneLineError = (t: ExecutionContext, result: CliResult, what: string) => expectOneLineError(t, result, what, true);
 
 test('--help of every command exits 0 and describes it', async (t) => {
   const cwd = tempDir(t);

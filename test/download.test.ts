@@ -2,11 +2,8 @@
  * Downloads against a real HTTP server on 127.0.0.1 (ephemeral port): model folders into
  * PIPELINE_CACHE_DIR, and dataset zips through ensureDataset.
  */
-import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
-import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { readWeightFile } from '../backbone/weights.js';
@@ -14,47 +11,17 @@ import { scanDataset } from '../data/dataset.js';
 import { ensureDataset } from '../data/fetch-dataset.js';
 import { sha256 } from '../data/hash.js';
 import { UserError } from '../pipeline/errors.js';
+import { type FaultServer, type Route, faultServer } from './helpers/http-server.js';
 import { makeDataset } from './helpers/images.js';
+import { zipOf } from './helpers/zip.js';
 import { writeRandomModel } from './helpers/random-model.js';
 import { SHARED_MODEL_100, SHARED_PRESENT, fileTempDir, tempDir } from './helpers/shared.js';
 
-interface Route {
-  status?: number;
-  type?: string;
-  body: Buffer;
-  /** Announce the full length, send only this many bytes, then destroy the socket. */
-  cutAfter?: number;
-}
-
-/** A one-test HTTP server: routes by path, counts hits per path, closed at teardown. */
-async function serve(t: ExecutionContext, routes: Record<string, Route>): Promise<{ url: (path: string) => string; hits: Map<string, number> }> {
-  const hits = new Map<string, number>();
-  const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    const path = new URL(req.url!, 'http://x').pathname;
-    hits.set(path, (hits.get(path) ?? 0) + 1);
-    const route = routes[path];
-    if (!route) {
-      res.writeHead(404, { 'Content-Type': 'text/plain' });
-      res.end('not found');
-      return;
-    }
-    res.writeHead(route.status ?? 200, { 'Content-Type': route.type ?? 'application/octet-stream', 'Content-Length': route.body.length });
-    if (route.cutAfter === undefined) {
-      res.end(route.body);
-      return;
-    }
-    res.write(route.body.subarray(0, route.cutAfter), () => setTimeout(() => res.socket?.destroy(), 20));
-  });
-  await new Promise<void>((ready) => server.listen(0, '127.0.0.1', ready));
-  t.teardown(
-    () =>
-      new Promise<void>((closed) => {
-        server.closeAllConnections();
-        server.close(() => closed());
-      }),
-  );
-  const { port } = server.address() as AddressInfo;
-  return { url: (path) => `http://127.0.0.1:${port}${path}`, hits };
+/** A one-test HTTP server on 127.0.0.1, closed at teardown. */
+async function serve(t: ExecutionContext, routes: Record<string, Route>): Promise<FaultServer> {
+  const server = await faultServer(routes);
+  t.teardown(() => server.close());
+  return server;
 }
 
 const cache = fileTempDir('pipeline-download-cache-');
@@ -184,13 +151,11 @@ test.serial('a model.json whose shard path climbs out of the cache folder is ref
 /** A zip of a small generated dataset, with one top-level folder as TrashNet's has. */
 async function datasetZip(t: ExecutionContext): Promise<Buffer> {
   const dir = tempDir(t);
-  await makeDataset(join(dir, 'dataset-resized'), { classes: ['glass', 'metal'], perClass: 2 });
-  try {
-    execFileSync('zip', ['-q', '-r', '-X', 'data.zip', 'dataset-resized'], { cwd: dir });
-  } catch (error) {
-    t.fail(`the \`zip\` command is needed to build the test zip (or add the devDependency yazl): ${(error as Error).message}`);
-  }
-  return readFile(join(dir, 'data.zip'));
+  const dataset = await makeDataset(join(dir, 'dataset-resized'), { classes: ['glass', 'metal'], perClass: 2 });
+  const files = await Promise.all(
+    dataset.images.map(async (image) => ({ name: `dataset-resized/${image}`, data: await readFile(join(dataset.root, image)) })),
+  );
+  return zipOf(files);
 }
 
 test('ensureDataset: a served zip is downloaded, checked and unpacked into place; a second call does nothing', async (t) => {

@@ -16,7 +16,7 @@ import test, { type ExecutionContext } from 'ava';
 import { type CliResult, dbFilesSha, errorLines, readCache, runPipeline } from '../helpers/fault-cli.js';
 import { Figures } from '../helpers/fault-figures.js';
 import { EXTRACT_FLAGS, SWEEP_YAML } from '../helpers/fault-fixtures.js';
-import { type FaultServer, faultServer } from '../helpers/fault-http.js';
+import { type FaultServer, faultServer } from '../helpers/http-server.js';
 import { makeDataset } from '../helpers/images.js';
 import { writeModelFolder, writeRandomModel } from '../helpers/random-model.js';
 import { fileTempDir } from '../helpers/shared.js';

@@ -12,8 +12,9 @@ import test from 'ava';
 import { sha256 } from '../../data/hash.js';
 import { type CliResult, errorLines, readCache, runPipeline } from '../helpers/fault-cli.js';
 import { Figures } from '../helpers/fault-figures.js';
-import { EXTRACT_FLAGS, storedZip } from '../helpers/fault-fixtures.js';
-import { type FaultServer, type Route, faultServer } from '../helpers/fault-http.js';
+import { EXTRACT_FLAGS } from '../helpers/fault-fixtures.js';
+import { zipOf } from '../helpers/zip.js';
+import { type FaultServer, type Route, faultServer } from '../helpers/http-server.js';
 import { makeDataset } from '../helpers/images.js';
 import { writeRandomModel } from '../helpers/random-model.js';
 import { fileTempDir } from '../helpers/shared.js';
@@ -174,7 +175,7 @@ test.serial('5.06-5.07 dataset zip: wrong bytes and cut connections are caught b
     name: `dataset-resized/${name}`,
     data: readFileSync(join(cwd, 'data', name.replace(/_(\d)/, '_$1'))),
   }));
-  const zip = storedZip(files);
+  const zip = await zipOf(files);
   const wrong = Buffer.from(zip);
   wrong[wrong.length >> 1] ^= 0xff;
   const variants: { name: string; route: Route }[] = [

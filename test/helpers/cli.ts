@@ -1,4 +1,7 @@
-/** Running the real `pipeline` binary from tests, and checking what a user would see. */
+/**
+ * Running the real `pipeline` binary from tests (optionally SIGKILLed at a chosen moment),
+ * and the one-line error contract every failure must keep.
+ */
 import { spawn } from 'node:child_process';
 import { copyFile, mkdir, readdir, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -6,36 +9,105 @@ import type { ExecutionContext } from 'ava';
 import { PIPELINE_BIN, TRASHNET_DIR } from './shared.js';
 
 export interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  /** Wall time from spawn to exit. */
+  readonly ms: number;
+  /** True when our SIGKILL reached a process that was still running. */
+  readonly killed: boolean;
+  /** When the output first matched `killAfterOutput.pattern` (ms since spawn). */
+  readonly anchorMs?: number;
 }
 
-/** Runs the CLI in `cwd` with its model cache inside `cwd`: never touches the user's cache at home. */
-export function runPipeline(cwd: string, args: string[]): Promise<CliResult> {
+export interface RunOptions {
+  /** Send SIGKILL after this many milliseconds (if the process is still running). */
+  readonly killAfterMs?: number;
+  /** Send SIGKILL `delayMs` after the output first matches `pattern` (a point inside the run). */
+  readonly killAfterOutput?: { readonly pattern: RegExp; readonly delayMs: number };
+  /** Send SIGKILL `delayMs` after `check()` first returns true (polled every 10 ms). */
+  readonly killAfterCondition?: { readonly check: () => boolean; readonly delayMs: number };
+  readonly env?: Record<string, string>;
+  /** Called with each stdout/stderr chunk as it arrives. */
+  readonly onOutput?: (text: string) => void;
+}
+
+/** Runs `node bin/pipeline.js ...args` in `cwd`; its model cache stays inside `cwd`. */
+export function runPipeline(cwd: string, args: readonly string[], options: RunOptions = {}): Promise<CliResult> {
   return new Promise((done, fail) => {
+    const started = performance.now();
     const child = spawn(process.execPath, [PIPELINE_BIN, ...args], {
       cwd,
-      env: { ...process.env, PIPELINE_CACHE_DIR: join(cwd, '.model-cache'), NO_COLOR: '1' },
+      env: { ...process.env, PIPELINE_CACHE_DIR: join(cwd, '.model-cache'), NO_COLOR: '1', ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    let exited = false;
+    let killed = false;
+    let anchorMs: number | undefined;
+    let anchorTimer: NodeJS.Timeout | undefined;
+    const kill = () => {
+      if (!exited) killed = child.kill('SIGKILL');
+    };
+    const seen = (text: string) => {
+      options.onOutput?.(text);
+      const anchor = options.killAfterOutput;
+      if (anchor && anchorMs === undefined && anchor.pattern.test(stdout + stderr)) {
+        anchorMs = performance.now() - started;
+        anchorTimer = setTimeout(kill, anchor.delayMs);
+      }
+    };
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+      seen(chunk.toString());
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      seen(chunk.toString());
+    });
+    const timer = options.killAfterMs === undefined ? undefined : setTimeout(kill, options.killAfterMs);
+    const condition = options.killAfterCondition;
+    const poll = condition
+      ? setInterval(() => {
+          if (exited || !condition.check()) return;
+          clearInterval(poll);
+          anchorMs = performance.now() - started;
+          anchorTimer = setTimeout(kill, condition.delayMs);
+        }, 10)
+      : undefined;
+    child.on('exit', () => (exited = true));
     child.on('error', fail);
-    child.on('close', (code) => done({ code, stdout, stderr }));
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      clearTimeout(anchorTimer);
+      clearInterval(poll);
+      done({ code, signal, stdout, stderr, ms: performance.now() - started, killed: killed && signal === 'SIGKILL', anchorMs });
+    });
   });
 }
 
-/** Exit 1 and exactly one line on stderr, `pipeline: ...`; returns the line. */
-export function oneLineError(t: ExecutionContext, result: CliResult, what: string): string {
-  t.is(result.code, 1, `${what}: exit code (stderr: ${result.stderr})`);
-  const lines = result.stderr.trimEnd().split('\n');
-  t.is(lines.length, 1, `${what}: stderr has one line: ${JSON.stringify(result.stderr)}`);
-  t.true(lines[0].startsWith('pipeline: '), `${what}: ${lines[0]}`);
-  return lines[0];
+/** The lines of stderr that are errors (`pipeline: ...`), as opposed to progress and log lines. */
+export const errorLines = (r: CliResult) => r.stderr.split('\n').filter((l) => l.startsWith('pipeline: '));
+
+/**
+ * The error contract: exit 1, exactly one `pipeline: ` line on stderr, it is the last line,
+ * no stack trace, no "unexpected error". Returns the line. With `strict`, stderr must be
+ * that one line and nothing else (commands that fail before doing any work).
+ */
+export function expectOneLineError(t: ExecutionContext, r: CliResult, what: string, strict = false): string {
+  const lines = r.stderr.trimEnd().split('\n');
+  const errors = errorLines(r);
+  t.is(r.code, 1, `${what}: exit code 1 (stderr: ${r.stderr})`);
+  t.is(errors.length, 1, `${what}: exactly one 'pipeline: ' line: ${JSON.stringify(r.stderr)}`);
+  t.is(lines[lines.length - 1], errors[0], `${what}: the error is the last stderr line`);
+  t.false(/^\s+at /m.test(r.stderr), `${what}: no stack trace: ${JSON.stringify(r.stderr)}`);
+  t.false(r.stderr.includes('unexpected error'), `${what}: not an unexpected error: ${errors[0]}`);
+  if (strict) t.is(lines.length, 1, `${what}: stderr is one line: ${JSON.stringify(r.stderr)}`);
+  return errors[0] ?? '';
 }
+
 
 export const TRASHNET_CLASSES = ['cardboard', 'glass', 'metal', 'paper', 'plastic', 'trash'] as const;
 

@@ -10,6 +10,7 @@ import { listFailures, listFeatureSets } from '../cache/features.js';
 import { listSweeps } from '../cache/sweeps.js';
 import { writeFileAtomically } from './files.js';
 import { reportText } from './report-text.js';
+import { varyingParameters } from '../stages/sweep/ranking.js';
 import { percent, rankingTable } from './tables.js';
 import { BACKENDS } from './backend.js';
 import { type ConfigFlags, loadConfig } from './config.js';
@@ -100,7 +101,8 @@ async function sweepCommand(argv: { config?: string; db?: string; resume?: boole
       shouldStop: interrupt.requested,
     });
     const metric = config.sweep.metric;
-    if (result.ranking.length > 0) say(rankingTable(result.ranking, metric, 10));
+    const rows = result.ranking.map((v) => ({ params: v.params, metric: v.metric, testAccuracyMean: v.testAccuracy.mean, seeds: v.seeds.length }));
+    if (rows.length > 0) say(rankingTable(rows, varyingParameters(result.ranking), metric, 10));
     const best = result.ranking[0];
     if (best) {
       say(

@@ -1,23 +1,15 @@
 /** `pipeline report` in the terminal: what won, how well, and what it was built on. */
 import type { ReportFacts } from '../stages/report.js';
-import { confusionTable, perClassTable, percent } from './tables.js';
-import Table from 'cli-table3';
+import { confusionTable, perClassTable, percent, rankingTable } from './tables.js';
 
 export function reportText(facts: ReportFacts, top = 10): string {
   const { sweep, extraction, best } = facts;
-  const metricIsAccuracy = sweep.metric.name === 'val_accuracy';
-  const varying = facts.varying_params;
-  const ranking = new Table({
-    chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
-    style: { head: [], border: [] },
-    head: ['#', ...varying, `${sweep.metric.name} mean ± std`, 'test acc mean'],
-  });
-  for (const v of facts.variants.slice(0, top)) {
-    const metric = metricIsAccuracy
-      ? `${percent(v.metric_mean)} ± ${percent(v.metric_std)}`
-      : `${v.metric_mean.toFixed(4)} ± ${v.metric_std.toFixed(4)}`;
-    ranking.push([String(v.rank), ...varying.map((name) => String(v.params[name])), metric, percent(v.test_accuracy_mean)]);
-  }
+  const rows = facts.variants.map((v) => ({
+    params: v.params,
+    metric: { mean: v.metric_mean, std: v.metric_std },
+    testAccuracyMean: v.test_accuracy_mean,
+    seeds: v.seeds.length,
+  }));
   const lines = [
     `sweep ${sweep.id} (${sweep.status}): ${sweep.finished_runs}/${sweep.planned_runs} runs, ${facts.variants.length} variants x ${sweep.seeds.length} seeds, ` +
       `${sweep.wall_seconds?.toFixed(1) ?? '?'} s of training on ${sweep.trainer}`,
@@ -28,7 +20,7 @@ export function reportText(facts: ReportFacts, top = 10): string {
     `split: ${sweep.split_sizes.train} train / ${sweep.split_sizes.val} val / ${sweep.split_sizes.test} test (${sweep.split})`,
     '',
     `variants ranked by mean ${sweep.metric.name} (top ${Math.min(top, facts.variants.length)} of ${facts.variants.length}):`,
-    ranking.toString(),
+    rankingTable(rows, facts.varying_params, sweep.metric, top),
     '',
     `winner: ${Object.entries(best.params).map(([k, v]) => `${k}=${v}`).join(' ')}`,
     `  test accuracy ${percent(best.test_accuracy_mean)} ± ${percent(best.test_accuracy_std)} over seeds; ` +

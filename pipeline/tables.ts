@@ -1,6 +1,6 @@
 /** Terminal tables shared by `pipeline sweep` and `pipeline report`. */
 import Table from 'cli-table3';
-import { type Metric, type MeanStd, type VariantSummary, varyingParameters } from '../stages/sweep/ranking.js';
+import type { MeanStd, Metric } from '../stages/sweep/ranking.js';
 
 export const percent = (value: number) => `${(value * 100).toFixed(2)}%`;
 const meanStdText = (m: MeanStd, asPercent: boolean) =>
@@ -8,20 +8,27 @@ const meanStdText = (m: MeanStd, asPercent: boolean) =>
 
 const plain = { chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' }, style: { head: [], border: [] } };
 
+/** One line of a ranking: a variant's parameters and its scores over seeds. */
+export interface RankingRow {
+  readonly params: Record<string, number | string>;
+  readonly metric: MeanStd;
+  readonly testAccuracyMean: number;
+  readonly seeds: number;
+}
+
 /** Variants ranked by the validation metric (mean ± std over seeds), with test accuracy for reading. */
-export function rankingTable(ranking: readonly VariantSummary[], metric: Metric, top: number): string {
-  const columns = varyingParameters(ranking);
+export function rankingTable(rows: readonly RankingRow[], varying: readonly string[], metric: Metric, top: number): string {
   const table = new Table({
     ...plain,
-    head: ['#', ...columns, `${metric.name} (mean ± std)`, 'test acc (mean)', 'seeds'],
+    head: ['#', ...varying, `${metric.name} (mean ± std)`, 'test acc (mean)', 'seeds'],
   });
-  ranking.slice(0, top).forEach((variant, i) => {
+  rows.slice(0, top).forEach((row, i) => {
     table.push([
       String(i + 1),
-      ...columns.map((name) => String(variant.params[name])),
-      meanStdText(variant.metric, metric.name === 'val_accuracy'),
-      percent(variant.testAccuracy.mean),
-      String(variant.seeds.length),
+      ...varying.map((name) => String(row.params[name])),
+      meanStdText(row.metric, metric.name === 'val_accuracy'),
+      percent(row.testAccuracyMean),
+      String(row.seeds),
     ]);
   });
   return table.toString();

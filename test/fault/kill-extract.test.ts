@@ -18,7 +18,7 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
-import { type CacheState, type RunOptions, featureCount, readCache, rng, runPipeline, watchCommits } from '../helpers/fault-cli.js';
+import { type CacheState, type RunOptions, readCache, rowCount, rng, runPipeline, watchCommits } from '../helpers/fault-cli.js';
 import { Figures } from '../helpers/fault-figures.js';
 import { makeDataset } from '../helpers/images.js';
 import { writeRandomModel } from '../helpers/random-model.js';
@@ -79,7 +79,7 @@ test.serial('2.1 SIGKILL extract at 20 random moments: nothing lost, nothing dup
         ? { killAfterMs: delay }
         : aim === 'B'
           ? { killAfterOutput: { pattern: ANCHOR, delayMs: delay } }
-          : { killAfterCondition: { check: () => featureCount(db) > before, delayMs: delay } };
+          : { killAfterCondition: { check: () => rowCount(db, 'features') > before, delayMs: delay } };
     const run = await runPipeline(cwd, args('killed.sqlite'), how);
     aimed[aim]++;
     const log = `kill ${i + 1} (${aim}): +${delay} ms, ${run.killed ? 'killed' : `exited ${run.code}`} after ${run.ms.toFixed(0)} ms`;

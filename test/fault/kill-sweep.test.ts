@@ -9,11 +9,10 @@
  * run's duration, (B) from the "to train" line, (C) from the moment a new run row appears,
  * over the span in which the clean sweep stored its remaining runs.
  */
-import { copyFileSync, existsSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
-import Database from 'better-sqlite3';
-import { type RunOptions, query, readCache, rng, runPipeline } from '../helpers/fault-cli.js';
+import { type RunOptions, query, readCache, rng, rowCount, runPipeline } from '../helpers/fault-cli.js';
 import { Figures } from '../helpers/fault-figures.js';
 import { EXTRACT_FLAGS, SWEEP_YAML } from '../helpers/fault-fixtures.js';
 import { makeDataset } from '../helpers/images.js';
@@ -42,19 +41,6 @@ function storedRuns(db: string): Map<string, { finishedAt: string; content: stri
   );
 }
 
-const runCount = (db: string) => {
-  if (!existsSync(db)) return 0;
-  try {
-    const handle = new Database(db, { readonly: true, fileMustExist: true });
-    try {
-      return handle.prepare('SELECT COUNT(*) FROM sweep_runs').pluck().get() as number;
-    } finally {
-      handle.close();
-    }
-  } catch {
-    return 0;
-  }
-};
 
 test.serial('2.2 SIGKILL sweep --resume at 8 random moments: finished runs never retrained, final runs equal a clean sweep', async (t) => {
   const cwd = temp.dir;
@@ -71,7 +57,7 @@ test.serial('2.2 SIGKILL sweep --resume at 8 random moments: finished runs never
   const started = performance.now();
   let seen = 0;
   const watcher = setInterval(() => {
-    const n = runCount(join(cwd, 'clean.sqlite'));
+    const n = rowCount(join(cwd, 'clean.sqlite'), 'sweep_runs');
     for (; seen < n; seen++) commits.push(performance.now() - started);
   }, 10);
   const clean = await runPipeline(cwd, sweepArgs('clean.sqlite', false), { killAfterOutput: { pattern: ANCHOR, delayMs: 1e9 } });
@@ -113,7 +99,7 @@ test.serial('2.2 SIGKILL sweep --resume at 8 random moments: finished runs never
         ? { killAfterMs: delay }
         : aim === 'B'
           ? { killAfterOutput: { pattern: ANCHOR, delayMs: delay } }
-          : { killAfterCondition: { check: () => runCount(db) > before, delayMs: delay } };
+          : { killAfterCondition: { check: () => rowCount(db, 'sweep_runs') > before, delayMs: delay } };
     const run = await runPipeline(cwd, sweepArgs('killed.sqlite', true), how);
     if (!run.killed && run.code !== 0) problems.push(`kill ${i + 1}: exited ${run.code} by itself: ${run.stderr}`);
     const integrity = readCache(db).integrity;

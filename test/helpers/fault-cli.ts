@@ -96,13 +96,13 @@ export function watchCommits(path: string, start: number, intervalMs = 20): { st
   };
 }
 
-/** Number of feature rows in a cache (0 when it does not exist yet or is busy). */
-export function featureCount(path: string): number {
+/** Rows in one table of a cache (0 when the file does not exist yet or is busy). */
+export function rowCount(path: string, table: 'features' | 'sweep_runs'): number {
   if (!existsSync(path)) return 0;
   try {
     const db = new Database(path, { readonly: true, fileMustExist: true });
     try {
-      return db.prepare('SELECT COUNT(*) FROM features').pluck().get() as number;
+      return db.prepare(`SELECT COUNT(*) FROM ${table}`).pluck().get() as number;
     } finally {
       db.close();
     }

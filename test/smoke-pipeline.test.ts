@@ -6,7 +6,7 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { runPipeline, trashnetSlice } from './helpers/cli.js';
+import { expectOneLineError, runPipeline, trashnetSlice } from './helpers/cli.js';
 import { SHARED_MODEL_100, serialTestWithShared, tempDir } from './helpers/shared.js';
 
 const CONFIG = `
@@ -75,6 +75,15 @@ serialTestWithShared('smoke: extract, sweep, report, export and predict on real 
   t.is(html.code, 0, html.stderr);
   const page = await readFile(join(cwd, 'report.html'), 'utf8');
   t.is((page.match(/<figure[^>]*data-plot=/g) ?? []).length, 4);
+
+  // Bad requests on a cache that has a sweep: one line each, exit 1.
+  for (const [args, expected] of [
+    [['report', '--sweep', '99'], /--sweep 99: no such sweep/],
+    [['report', '--html', join(cwd, 'no-such-folder', 'r.html')], /cannot write .*r\.html \(--html\)/],
+    [['export', '--run', 'nope', '--out', 'nope'], /--run nope: no such run/],
+  ] as [string[], RegExp][]) {
+    t.regex(expectOneLineError(t, await runPipeline(cwd, args), args.join(' '), true), expected);
+  }
 
   const exported = await runPipeline(cwd, ['export', '--out', 'model']);
   t.is(exported.code, 0, exported.stderr);

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, rename, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { mkdir, readdir, rename, rm, rmdir } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
@@ -23,7 +23,6 @@ export interface DownloadOptions {
  */
 export async function download(url: string, destination: string, options: DownloadOptions = {}): Promise<string> {
   const what = options.what ?? 'file';
-  await mkdir(dirname(destination), { recursive: true });
   const partial = `${destination}.partial-${process.pid}`;
   let response: Response;
   try {
@@ -34,6 +33,9 @@ export async function download(url: string, destination: string, options: Downlo
   if (!response.ok || !response.body) {
     throw new UserError(`cannot download ${what} from ${url}: HTTP ${response.status} ${response.statusText}`.trim());
   }
+  // Only now, with an answer on its way, does anything appear on disk.
+  const createdFolder = await mkdir(dirname(destination), { recursive: true });
+  await removeStalePartials(destination);
   const lengthHeader = response.headers.get('content-length');
   const total = lengthHeader ? Number(lengthHeader) : undefined;
   const hash = createHash('sha256');
@@ -59,7 +61,26 @@ export async function download(url: string, destination: string, options: Downlo
     return digest;
   } catch (error) {
     await rm(partial, { force: true });
+    if (createdFolder) await rmdir(createdFolder).catch(() => {}); // only if still empty
     if (error instanceof UserError) throw error;
     throw new UserError(`cannot download ${what} from ${url}: ${messageOf(error)}`);
+  }
+}
+
+/** Temporary files of earlier downloads of `destination` whose process is gone (killed mid-way). */
+async function removeStalePartials(destination: string): Promise<void> {
+  const prefix = `${basename(destination)}.partial-`;
+  for (const name of await readdir(dirname(destination))) {
+    const pid = Number(name.slice(prefix.length));
+    if (name.startsWith(prefix) && Number.isInteger(pid) && !processAlive(pid)) await rm(join(dirname(destination), name), { force: true });
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -228,19 +228,21 @@ test.serial('5.08 SIGKILL during a slow download: nothing where a complete file 
   const orphans = files.filter((f) => f.includes('.partial'));
   server.routes['/slow/weights.bin'] = { body: weights };
   const rerun = await runPipeline(cwd, extractFrom(url, join(cwd, 'slow.sqlite')));
+  const leftover = modelCache(cwd).filter((f) => f.includes('.partial'));
   const features = readCache(join(cwd, 'slow.sqlite')).features;
   const same = features.size === reference.size && [...reference].every(([h, v]) => features.get(h)?.equals(v));
-  const ok = r.killed && complete.length === 0 && rerun.code === 0 && same;
+  const ok = r.killed && complete.length === 0 && rerun.code === 0 && same && leftover.length === 0;
   figures.add({
     case: '5.08 SIGKILL mid-download',
     tries: 1,
     result:
-      `${r.killed ? 'killed mid-shard' : 'NOT killed'}; no weights.bin/download.json left (${orphans.length} orphaned .partial-PID file${orphans.length === 1 ? ' stays' : 's stay'} in the model cache); ` +
-      `rerun exit ${rerun.code}, features ${same ? 'equal the local model' : 'DIFFER'}`,
+      `${r.killed ? 'killed mid-shard' : 'NOT killed'}; no weights.bin/download.json left (${orphans.length} .partial-PID file of the killed process); ` +
+      `rerun exit ${rerun.code}, removed ${leftover.length === 0 ? 'it' : 'NOT all of them'}, features ${same ? 'equal the local model' : 'DIFFER'}`,
     held: ok,
   });
   t.true(r.killed, 'the kill landed during the download');
   t.deepEqual(complete, []);
   t.is(rerun.code, 0, rerun.stderr);
+  t.deepEqual(leftover, [], 'the rerun removes the killed download\'s temporary file');
   t.true(same);
 });

@@ -1,12 +1,11 @@
 /** Splits, sweeps and their runs. */
 import { bytesToFloats, floatBytes } from './blobs.js';
+import type { Split } from '../data/dataset.js';
 import type { Db } from './database.js';
-
-export type SplitName = 'train' | 'val' | 'test';
 
 export interface SplitRow {
   readonly path: string;
-  readonly split: SplitName;
+  readonly split: Split;
   readonly source: string;
 }
 

@@ -38,7 +38,8 @@ const SPLIT_FILES: Record<Split, string> = {
   test: 'one-indexed-files-notrash_test.txt',
 };
 
-const byCodeUnit = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+/** Sorts by UTF-16 code units, the same on every machine and locale. */
+export const byCodeUnit = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 export async function scanDataset(root: string, splitsDir?: string): Promise<Dataset> {
   let rootStat;

@@ -31,6 +31,10 @@ function withCacheFlags<T>(args: Argv<T>) {
     .option('db', { type: 'string', describe: 'SQLite cache file (cache.db)' });
 }
 
+/** Options several commands share, defined once. */
+const SWEEP_OPTION = { type: 'string', coerce: positiveInt('sweep'), describe: 'sweep id (default: the latest)' } as const;
+const FEATURE_SET_OPTION = { type: 'string', describe: 'feature set id (default: the only one)' } as const;
+
 /** Flags of the extraction engine and input. */
 function withExtractFlags<T>(args: Argv<T>) {
   return withCacheFlags(args)
@@ -235,7 +239,7 @@ export function buildCli(args: string[]) {
       'train many dense-head variants from the cached features',
       (a) =>
         withCacheFlags(a)
-          .option('feature-set', { type: 'string', describe: 'feature set id (default: the only one)' })
+          .option('feature-set', FEATURE_SET_OPTION)
           .option('resume', { type: 'boolean', describe: 'continue the interrupted sweep with this configuration' }),
       withCache(sweepCommand),
     )
@@ -244,7 +248,7 @@ export function buildCli(args: string[]) {
       'show which head variant won, and why',
       (a) =>
         withCacheFlags(a)
-          .option('sweep', { type: 'string', coerce: positiveInt('sweep'), describe: 'sweep id (default: the latest)' })
+          .option('sweep', SWEEP_OPTION)
           .option('list', { type: 'boolean', describe: 'list the sweeps' })
           .option('json', { type: 'boolean', describe: 'print the facts as JSON (fields in README)' })
           .option('html', { type: 'string', describe: 'write a self-contained HTML report with plots to this file' })
@@ -256,7 +260,7 @@ export function buildCli(args: string[]) {
       'write a trained head joined to the backbone as a TF.js layers model',
       (a) =>
         withCacheFlags(a)
-          .option('sweep', { type: 'string', coerce: positiveInt('sweep'), describe: 'sweep id (default: the latest)' })
+          .option('sweep', SWEEP_OPTION)
           .option('run', { type: 'string', describe: 'run key, or best (default): the best seed of the winning variant' })
           .option('out', { type: 'string', demandOption: true, describe: 'output folder' })
           .option('weights', { type: 'string', describe: 'backbone model.json, if it moved since extraction (hash-checked)' }),
@@ -288,7 +292,7 @@ export function buildCli(args: string[]) {
       (a) =>
         withCacheFlags(a)
           .option('out', { type: 'string', demandOption: true, describe: 'output folder' })
-          .option('feature-set', { type: 'string', describe: 'feature set id (default: the only one)' }),
+          .option('feature-set', FEATURE_SET_OPTION),
       withCache(exportFeaturesCommand),
     )
     .demandCommand(1, 'name a command: extract, sweep, report, export, predict, cache, export-features')

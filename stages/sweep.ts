@@ -19,6 +19,7 @@ import {
   saveRun,
   saveSplit,
 } from '../cache/sweeps.js';
+import type { Split } from '../data/dataset.js';
 import { sha256 } from '../data/hash.js';
 import { UserError } from '../pipeline/errors.js';
 import type { SweepConfig } from '../pipeline/sweep-config.js';
@@ -157,7 +158,7 @@ export function loadSweepData(db: Db, featureSet: FeatureSet, log: (line: string
   const splitOf = new Map(split.map((row) => [row.path, row.split]));
   const labels = [...new Set(usable.map((item) => item.label))].sort();
   const classIndex = new Map(labels.map((label, i) => [label, i]));
-  const part = (name: 'train' | 'val' | 'test') => {
+  const part = (name: Split) => {
     const rows = usable.filter((item) => splitOf.get(item.path) === name);
     const x = new Float32Array(rows.length * featureSet.dim);
     rows.forEach((item, i) => x.set(vectors.get(item.sha256)!, i * featureSet.dim));

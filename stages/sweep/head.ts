@@ -8,6 +8,7 @@
  * another, reusing the memory: filling fresh memory is slow, reusing it is not.
  */
 import { dropoutThreshold, glorotUniform, runStreams, type RandomStream } from './random.js';
+import type { Split } from '../../data/dataset.js';
 import { instantiateKernels, type Kernels } from './simd.js';
 import type { HeadParams, RunSpec, TrainData } from './trainer.js';
 
@@ -19,8 +20,6 @@ export const EPSILON = 1e-7;
 
 /** What the memory layout depends on: runs that share it can share a HeadTrainer. */
 export interface HeadShape { hiddenUnits: number; batchSize: number; optimizer: HeadParams['optimizer'] }
-
-type SplitName = 'train' | 'val' | 'test';
 
 /** One dense layer inside a run's parameter block (offsets in floats). */
 interface Layer { inputs: number; units: number; kernel: number; bias: number }
@@ -65,7 +64,7 @@ interface BatchStats { lossSum: number; correct: number }
 
 /** Byte offsets of everything in the memory. */
 interface MemoryLayout {
-  x: Record<SplitName, number>;
+  x: Record<Split, number>;
   /** the epoch's training-row order, int32 */
   order: number;
   /** scratch: the step's input rows, hidden activations and their gradient, logits, random bits */
@@ -172,7 +171,7 @@ export class HeadTrainer {
   }
 
   /** Logits [rows, classes] of the current parameters on a whole split, batch by batch through the scratch. */
-  logits(split: SplitName): Float32Array {
+  logits(split: Split): Float32Array {
     const { classes, dim } = this.data;
     const rows = this.data[split].y.length;
     const out = new Float32Array(rows * classes);

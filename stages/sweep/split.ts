@@ -6,14 +6,15 @@
  */
 import seedrandom from 'seedrandom';
 import type { ItemRow } from '../../cache/features.js';
-import type { SplitName, SplitRow } from '../../cache/sweeps.js';
+import type { SplitRow } from '../../cache/sweeps.js';
+import { type Split, byCodeUnit } from '../../data/dataset.js';
 
 export const SEEDED_SPLIT = { seed: 0, train: 0.7, val: 0.15 } as const;
 const SEEDED_SOURCE = `stratified 70/15/15, seed ${SEEDED_SPLIT.seed}, duplicates kept together`;
 
 export function makeSplit(items: readonly ItemRow[]): SplitRow[] {
   if (items.length > 0 && items.every((item) => item.split !== null)) {
-    return items.map((item) => ({ path: item.path, split: item.split as SplitName, source: 'official split lists' }));
+    return items.map((item) => ({ path: item.path, split: item.split as Split, source: 'official split lists' }));
   }
   // Group byte-identical files; a group is placed by the label of its first member by path.
   const groups = new Map<string, ItemRow[]>();
@@ -28,7 +29,7 @@ export function makeSplit(items: readonly ItemRow[]): SplitRow[] {
     const total = shuffled.reduce((n, group) => n + group.length, 0);
     let placed = 0;
     for (const group of shuffled) {
-      const split: SplitName =
+      const split: Split =
         placed < Math.round(total * SEEDED_SPLIT.train)
           ? 'train'
           : placed < Math.round(total * (SEEDED_SPLIT.train + SEEDED_SPLIT.val))
@@ -41,7 +42,7 @@ export function makeSplit(items: readonly ItemRow[]): SplitRow[] {
   return rows.sort(byPath);
 }
 
-const byPath = (a: { path: string }, b: { path: string }) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
+const byPath = (a: { path: string }, b: { path: string }) => byCodeUnit(a.path, b.path);
 
 /** Fisher-Yates on a copy, with groups sorted by hash first so the input order never matters. */
 function shuffle<T extends ItemRow[]>(groups: T[], random: () => number): T[] {

@@ -5,7 +5,7 @@
  */
 import type { InputSize } from './preprocessing.js';
 import type { BackboneWeights } from './weights.js';
-import type { ResolvedBackend } from '../pipeline/backend.js';
+import type { ResolvedBackend } from './backends.js';
 import { startWorkerPool } from './worker-pool.js';
 
 export interface Engine {

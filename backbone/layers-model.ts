@@ -21,7 +21,7 @@ import * as tf from '@tensorflow/tfjs';
 import { type Architecture, type ConvLayer, kernelShape } from './mobilenetv2.js';
 import { type InputSize, PREPROCESSING } from './preprocessing.js';
 import type { ConvWeights } from './weights.js';
-import { UserError } from '../pipeline/errors.js';
+import { UserError } from '../core/errors.js';
 
 /** A weight array as runs store it (cache/sweeps.ts NamedArray). */
 export interface HeadArray {

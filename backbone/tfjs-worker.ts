@@ -1,6 +1,6 @@
 /** One tfjs model copy in its own thread (tfjs-backend-wasm runs single-threaded under Node). */
 import * as tf from '@tensorflow/tfjs';
-import { activateBackend, type TfjsBackend } from '../pipeline/backend.js';
+import { activateBackend, type TfjsBackend } from './backends.js';
 import { mobilenetV2 } from './mobilenetv2.js';
 import { createTfjsBackbone } from './tfjs-backbone.js';
 import { serveBatches } from './worker-protocol.js';

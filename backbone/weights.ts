@@ -4,14 +4,15 @@
  * architecture in mobilenetv2.ts asks for, folding BatchNorm where the file keeps it.
  * The file's own topology is never executed: it only has to agree with our definition.
  */
+import { type Log, quietLog } from '../core/log.js';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
-import { tf } from '../pipeline/tfjs.js';
+import { tf } from '../core/tfjs.js';
 import envPaths from 'env-paths';
 import { download } from '../data/download.js';
 import { sha256 } from '../data/hash.js';
-import { UserError, messageOf } from '../pipeline/errors.js';
+import { UserError, messageOf } from '../core/errors.js';
 import {
   type Architecture,
   type ConvLayer,
@@ -72,8 +73,8 @@ export function modelCacheDir(): string {
   return process.env.PIPELINE_CACHE_DIR ?? join(envPaths('pipeline', { suffix: '' }).cache, 'models');
 }
 
-export async function readWeightFile(source: string): Promise<WeightFile> {
-  const modelPath = isUrl(source) ? await downloadModel(source) : resolve(source);
+export async function readWeightFile(source: string, log: Log = quietLog): Promise<WeightFile> {
+  const modelPath = isUrl(source) ? await downloadModel(source, log) : resolve(source);
   if (!existsSync(modelPath)) throw new UserError(`model file not found: ${modelPath} (--model / model.weights)`);
   const modelJson = parseModelJson(await readFile(modelPath, 'utf8'), source);
   const folder = dirname(modelPath);
@@ -126,13 +127,13 @@ interface DownloadRecord {
  * written last records each file's sha256; on reuse every file is hashed again, and a
  * mismatch (a truncated or edited file) triggers a fresh download.
  */
-async function downloadModel(url: string): Promise<string> {
+async function downloadModel(url: string, log: Log): Promise<string> {
   const folder = join(modelCacheDir(), sha256(url).slice(0, 16));
   const recordPath = join(folder, 'download.json');
   if (existsSync(recordPath)) {
     const record = JSON.parse(await readFile(recordPath, 'utf8')) as DownloadRecord;
     if (await cachedFilesIntact(folder, record)) return join(folder, 'model.json');
-    process.stderr.write(`model cache at ${folder} failed its hash check; downloading again\n`);
+    log(`model cache at ${folder} failed its hash check; downloading again`);
   }
   await mkdir(folder, { recursive: true });
   const files: Record<string, string> = {};

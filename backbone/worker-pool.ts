@@ -1,6 +1,6 @@
 /** Engine threads (worker-protocol.ts), fed batches as they free up. */
 import { Worker } from 'node:worker_threads';
-import { UserError } from '../pipeline/errors.js';
+import { UserError } from '../core/errors.js';
 import type { Engine } from './engine.js';
 import type { WorkerReply, WorkerRequest, WorkerSetup } from './worker-protocol.js';
 

@@ -5,7 +5,7 @@
  * event loop and with it the decoding of the next batch.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import type { Backend } from '../pipeline/backend.js';
+import type { Backend } from './backends.js';
 import type { ConvWeights } from './weights.js';
 
 export interface WorkerSetup {

@@ -13,7 +13,7 @@ import { type InputSize, formatSize } from '../backbone/preprocessing.js';
 import { type BackboneWeights, backboneWeights, readWeightFile } from '../backbone/weights.js';
 import { scanDataset } from '../data/dataset.js';
 import { decodeImage } from '../data/images.js';
-import { resolveBackend } from '../pipeline/backend.js';
+import { resolveBackend } from '../backbone/backends.js';
 import { median } from './machine.js';
 
 // As in bench/extract.ts: run from the checkout, or point PIPELINE_SHARED elsewhere.

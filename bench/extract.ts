@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseSize } from '../backbone/preprocessing.js';
 import { runExtract } from '../stages/extract.js';
-import type { BackendRequest } from '../pipeline/backend.js';
+import type { BackendRequest } from '../backbone/backends.js';
 import { median } from './machine.js';
 
 const SHARED = resolve(process.env.PIPELINE_SHARED ?? '../shared');

@@ -22,7 +22,7 @@ import { type EarlyStopping, type HeadParams, type RunResult, type RunSpec, type
 import { median } from './machine.js';
 
 /** The checkout (this file runs as dist/bench/sweep.js). */
-const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const SHARED = resolve(REPO_ROOT, '..', 'shared');
 const FEATURE_CACHE = join(REPO_ROOT, 'runs/bench/trashnet-224.sqlite');
 

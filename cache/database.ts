@@ -9,7 +9,7 @@
 import Database from 'better-sqlite3';
 import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { UserError, messageOf } from '../pipeline/errors.js';
+import { UserError, messageOf } from '../core/errors.js';
 
 export type Db = Database.Database;
 

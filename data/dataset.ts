@@ -6,7 +6,7 @@
 import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { basename, extname, join, relative, sep } from 'node:path';
-import { UserError } from '../pipeline/errors.js';
+import { UserError } from '../core/errors.js';
 import { IMAGE_EXTENSIONS } from './images.js';
 
 export type Split = 'train' | 'val' | 'test';

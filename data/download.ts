@@ -5,7 +5,7 @@ import { basename, dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
-import { UserError, messageOf } from '../pipeline/errors.js';
+import { UserError, messageOf } from '../core/errors.js';
 
 export interface DownloadOptions {
   /** Expected sha256 (hex); the file is refused when it differs. */

@@ -8,8 +8,8 @@ import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import yauzl from 'yauzl';
-import { UserError, messageOf } from '../pipeline/errors.js';
-import { startProgress } from '../pipeline/progress.js';
+import { UserError, messageOf } from '../core/errors.js';
+import { type Log, type Progress, type StartProgress, noProgress } from '../core/log.js';
 import { download } from './download.js';
 
 export interface DatasetSource {
@@ -18,12 +18,12 @@ export interface DatasetSource {
   readonly sha256: string | null;
 }
 
-export async function ensureDataset(source: DatasetSource, log: (line: string) => void): Promise<void> {
+export async function ensureDataset(source: DatasetSource, log: Log, startProgress: StartProgress = noProgress): Promise<void> {
   if (existsSync(source.root) || !source.url) return;
   const zipPath = `${source.root}.zip`;
   if (!existsSync(zipPath)) {
     log(`dataset ${source.root} not found: downloading ${source.url}`);
-    let progress: ReturnType<typeof startProgress> | undefined;
+    let progress: Progress | undefined;
     let reported = 0;
     const digest = await download(source.url, zipPath, {
       sha256: source.sha256 ?? undefined,

@@ -8,15 +8,16 @@ import yargs, { type Argv } from 'yargs';
 import { guardDatabase, openDatabase } from '../cache/database.js';
 import { listFailures, listFeatureSets } from '../cache/features.js';
 import { listSweeps } from '../cache/sweeps.js';
-import { writeFileAtomically } from './files.js';
-import { reportText } from './report-text.js';
+import { writeFileAtomically } from '../core/files.js';
+import { reportText } from '../stages/report/text.js';
 import { varyingParameters } from '../stages/sweep/ranking.js';
-import { percent, rankingTable } from './tables.js';
-import { BACKENDS } from './backend.js';
+import { percent, rankingTable } from '../stages/report/tables.js';
+import { BACKENDS } from '../backbone/backends.js';
 import { type ConfigFlags, loadConfig } from './config.js';
-import { UserError } from './errors.js';
+import { UserError } from '../core/errors.js';
 import { selectFeatureSet } from './select.js';
 import { onInterrupt } from './interrupt.js';
+import { startProgress } from './progress.js';
 
 const positiveInt = (name: string) => (value: unknown) => {
   const n = Number(value);
@@ -59,6 +60,8 @@ const withCache =
     });
 
 const say = (line: string): void => void process.stdout.write(`${line}\n`);
+/** Progress notes of a stage: stderr, so stdout stays the command's result. */
+const tell = (line: string): void => void process.stderr.write(`${line}\n`);
 
 async function extractCommand(argv: ConfigFlags & { config?: string }) {
   const config = configOf(argv);
@@ -73,6 +76,8 @@ async function extractCommand(argv: ConfigFlags & { config?: string }) {
       batch: config.engine.batch,
       concurrency: config.engine.concurrency,
       shouldStop: interrupt.requested,
+      log: tell,
+      startProgress,
     });
     const rate = summary.seconds > 0 ? summary.extracted / summary.seconds : 0;
     say(
@@ -103,6 +108,7 @@ async function sweepCommand(argv: { config?: string; db?: string; resume?: boole
       sweep: config.sweep,
       resume: argv.resume ?? false,
       shouldStop: interrupt.requested,
+      log: tell,
     });
     const metric = config.sweep.metric;
     const rows = result.ranking.map((v) => ({ params: v.params, metric: v.metric, testAccuracyMean: v.testAccuracy.mean, seeds: v.seeds.length }));

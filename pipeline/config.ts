@@ -8,9 +8,9 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { LineCounter, isMap, isPair, isScalar, parseDocument, type Document } from 'yaml';
 import { z } from 'zod';
 import { type InputSize, RESIZE_MODES, type ResizeMode, parseSize } from '../backbone/preprocessing.js';
-import { BACKENDS, type BackendRequest } from './backend.js';
-import { UserError } from './errors.js';
-import { type SweepConfig, SweepSchema } from './sweep-config.js';
+import { BACKENDS, type BackendRequest } from '../backbone/backends.js';
+import { UserError } from '../core/errors.js';
+import { type SweepConfig, SweepSchema } from '../stages/sweep/config.js';
 
 /** Google's hosted Keras MobileNetV2 (alpha 1.0, no top) as a TF.js layers model. */
 export const DEFAULT_MODEL_URL =

@@ -3,11 +3,8 @@
  * every few seconds otherwise, so CI logs stay readable. Both go to stderr.
  */
 import cliProgress from 'cli-progress';
+import type { Progress } from '../core/log.js';
 
-export interface Progress {
-  advance(count: number): void;
-  stop(): void;
-}
 
 const PLAIN_INTERVAL_MS = 5000;
 

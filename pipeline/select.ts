@@ -1,7 +1,7 @@
 /** Picking the feature set a command works on: the one given, or the only one there is. */
 import type { Db } from '../cache/database.js';
 import { type FeatureSet, getFeatureSet, listFeatureSets } from '../cache/features.js';
-import { UserError } from './errors.js';
+import { UserError } from '../core/errors.js';
 
 export function selectFeatureSet(db: Db, id: string | undefined): FeatureSet {
   if (id) {

@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import type { Db } from '../cache/database.js';
 import { type FeatureSet, listItems, loadVectors } from '../cache/features.js';
-import { UserError, messageOf } from '../pipeline/errors.js';
-import { writeFileAtomically } from '../pipeline/files.js';
+import { UserError, messageOf } from '../core/errors.js';
+import { writeFileAtomically } from '../core/files.js';
 
 export interface ExportedFeatures {
   readonly rows: number;

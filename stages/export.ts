@@ -8,17 +8,18 @@
  * trained on. Files are written into a temporary sibling folder and renamed into place,
  * so a failure never leaves a half-written export behind.
  */
+import { type Log, quietLog } from '../core/log.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { tf } from '../pipeline/tfjs.js';
+import { tf } from '../core/tfjs.js';
 import { buildLayersModel, headFromArrays } from '../backbone/layers-model.js';
 import { PREPROCESSING, type ResizeMode } from '../backbone/preprocessing.js';
 import { backboneWeights, readWeightFile } from '../backbone/weights.js';
 import type { Db } from '../cache/database.js';
-import { activateBackend } from '../pipeline/backend.js';
-import { UserError, messageOf } from '../pipeline/errors.js';
+import { activateBackend } from '../backbone/backends.js';
+import { UserError, messageOf } from '../core/errors.js';
 import { chooseSweep, findRun, sweepResults } from './report.js';
 
 /** Bumped when metadata.json changes incompatibly; predict refuses other versions. */
@@ -91,7 +92,7 @@ export interface ExportOptions {
   readonly out: string;
   /** Where to read the backbone weights instead of the feature set's model source (must hash the same). */
   readonly weights?: string;
-  readonly log?: (line: string) => void;
+  readonly log?: Log;
 }
 
 export interface ExportOutcome {
@@ -107,7 +108,7 @@ export interface ExportOutcome {
 const SHARD_BYTES = 4 * 1024 * 1024;
 
 export async function exportModel(options: ExportOptions): Promise<ExportOutcome> {
-  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const log = options.log ?? quietLog;
   const { db } = options;
   const sweep = chooseSweep(db, options.sweepId);
   const results = sweepResults(db, sweep);

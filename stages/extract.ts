@@ -26,9 +26,9 @@ import { type Dataset, type DatasetItem, scanDataset } from '../data/dataset.js'
 import { ensureDataset } from '../data/fetch-dataset.js';
 import { sha256 } from '../data/hash.js';
 import { decodeImage } from '../data/images.js';
-import { type BackendRequest, resolveBackend } from '../pipeline/backend.js';
-import { messageOf } from '../pipeline/errors.js';
-import { startProgress } from '../pipeline/progress.js';
+import { type BackendRequest, resolveBackend } from '../backbone/backends.js';
+import { messageOf } from '../core/errors.js';
+import { type Log, type StartProgress, noProgress, quietLog } from '../core/log.js';
 
 export interface ExtractOptions {
   readonly dataset: { root: string; url: string | null; sha256: string | null; splits: string | null };
@@ -39,7 +39,8 @@ export interface ExtractOptions {
   readonly concurrency: number;
   /** Polled between batches: true stops after the batches in flight are committed. */
   readonly shouldStop?: () => boolean;
-  readonly log?: (line: string) => void;
+  readonly log?: Log;
+  readonly startProgress?: StartProgress;
 }
 
 export interface ExtractSummary {
@@ -60,8 +61,8 @@ interface HashedItem extends DatasetItem {
 }
 
 export async function runExtract(options: ExtractOptions): Promise<ExtractSummary> {
-  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  await ensureDataset(options.dataset, log);
+  const { log = quietLog, startProgress = noProgress } = options;
+  await ensureDataset(options.dataset, log, startProgress);
   const dataset = await scanDataset(options.dataset.root, options.dataset.splits ?? undefined);
   const { skipped } = dataset;
   log(
@@ -72,7 +73,7 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
 
   const backend = await resolveBackend(options.backend);
   log(`backend: ${backend.backend} (${backend.reason}), ${backend.workers} worker(s)`);
-  const weights = await backboneWeights(await readWeightFile(options.model.weights));
+  const weights = await backboneWeights(await readWeightFile(options.model.weights, log));
   log(
     `model: MobileNetV2 alpha ${weights.arch.alpha} from ${options.model.weights}` +
       `${weights.foldedAtLoad ? ' (BatchNorm folded at load)' : ''}, input ${formatSize(options.model.size)} (${options.model.resize})`,

@@ -7,10 +7,10 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import { tf } from '../pipeline/tfjs.js';
+import { tf } from '../core/tfjs.js';
 import { decodeImage } from '../data/images.js';
-import { activateBackend } from '../pipeline/backend.js';
-import { UserError, messageOf } from '../pipeline/errors.js';
+import { activateBackend } from '../backbone/backends.js';
+import { UserError, messageOf } from '../core/errors.js';
 import type { ExportMetadata } from './export.js';
 
 // Checked against export.ts' types at compile time, without loading export.ts (and the sweep) at run time.

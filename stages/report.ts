@@ -6,8 +6,8 @@
 import type { Db } from '../cache/database.js';
 import { type FeatureSet, getFeatureSet, latestExtractRun, listFailures, listItems } from '../cache/features.js';
 import { type StoredRun, type SweepRow, getSweep, listSweeps, loadRuns } from '../cache/sweeps.js';
-import { UserError } from '../pipeline/errors.js';
-import type { SweepConfig } from '../pipeline/sweep-config.js';
+import { UserError } from '../core/errors.js';
+import type { SweepConfig } from './sweep/config.js';
 import { type Metric, type VariantSummary, rankVariants, varyingParameters } from './sweep/ranking.js';
 import { loadSweepData } from './sweep.js';
 

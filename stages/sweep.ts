@@ -4,6 +4,7 @@
  * computation (stages/sweep/trainer.ts), and stores each run as soon as it finishes, so
  * an interrupted sweep resumes with `--resume` without retraining anything.
  */
+import { type Log, quietLog } from '../core/log.js';
 import type { Db } from '../cache/database.js';
 import { type FeatureSet, listFailures, listItems, loadVectors } from '../cache/features.js';
 import {
@@ -21,8 +22,8 @@ import {
 } from '../cache/sweeps.js';
 import type { Split } from '../data/dataset.js';
 import { sha256 } from '../data/hash.js';
-import { UserError } from '../pipeline/errors.js';
-import type { SweepConfig } from '../pipeline/sweep-config.js';
+import { UserError } from '../core/errors.js';
+import type { SweepConfig } from './sweep/config.js';
 import { classificationReport } from './sweep/metrics.js';
 import { type PlannedRun, planRuns } from './sweep/plan.js';
 import { type VariantSummary, rankVariants } from './sweep/ranking.js';
@@ -42,7 +43,7 @@ export interface SweepOptions {
   readonly sweep: SweepConfig;
   readonly resume: boolean;
   readonly shouldStop?: () => boolean;
-  readonly log?: (line: string) => void;
+  readonly log?: Log;
 }
 
 export interface SweepOutcome {
@@ -67,7 +68,7 @@ export interface SweepData extends TrainData {
 }
 
 export async function runSweep(options: SweepOptions): Promise<SweepOutcome> {
-  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const log = options.log ?? quietLog;
   const { db, featureSet, sweep } = options;
   const data = loadSweepData(db, featureSet, log);
   const planned = planRuns(sweep);

@@ -2,7 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { DEFAULT_DATASET_URL, DEFAULT_MODEL_URL, loadConfig } from '../pipeline/config.js';
-import { UserError } from '../pipeline/errors.js';
+import { UserError } from '../core/errors.js';
 import { tempDir } from './helpers/shared.js';
 
 /** Writes a config file into a fresh temp folder; returns its absolute path. */

@@ -2,7 +2,7 @@ import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import test from 'ava';
 import { scanDataset } from '../data/dataset.js';
-import { UserError } from '../pipeline/errors.js';
+import { UserError } from '../core/errors.js';
 import { writeImage } from './helpers/images.js';
 import { tempDir } from './helpers/shared.js';
 

@@ -10,7 +10,7 @@ import { readWeightFile } from '../backbone/weights.js';
 import { scanDataset } from '../data/dataset.js';
 import { ensureDataset } from '../data/fetch-dataset.js';
 import { sha256 } from '../data/hash.js';
-import { UserError } from '../pipeline/errors.js';
+import { UserError } from '../core/errors.js';
 import { type FaultServer, type Route, faultServer } from './helpers/http-server.js';
 import { makeDataset } from './helpers/images.js';
 import { zipOf } from './helpers/zip.js';

@@ -6,7 +6,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { activateBackend } from '../pipeline/backend.js';
+import { activateBackend } from '../backbone/backends.js';
 import { exportModel } from '../stages/export.js';
 import { loadExportedModel } from '../stages/predict.js';
 import { launchChromium, testWithChromium } from './helpers/browser.js';

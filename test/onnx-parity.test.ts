@@ -10,7 +10,7 @@ import type { InputSize } from '../backbone/preprocessing.js';
 import { type BackboneWeights, type ConvWeights, backboneWeights, readWeightFile } from '../backbone/weights.js';
 import { scanDataset } from '../data/dataset.js';
 import { decodeImage } from '../data/images.js';
-import type { Backend } from '../pipeline/backend.js';
+import type { Backend } from '../backbone/backends.js';
 import { SHARED_MODEL_035, SHARED_MODEL_100, TRASHNET_DIR, testWithShared } from './helpers/shared.js';
 
 const SIZES: InputSize[] = [

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs';
 import { decodeImage } from '../data/images.js';
-import { UserError } from '../pipeline/errors.js';
+import { UserError } from '../core/errors.js';
 import { exportModel } from '../stages/export.js';
 import { type FilePrediction, loadExportedModel, predictFiles, topK } from '../stages/predict.js';
 import { FIXTURE_CLASSES, type ExportFixture, makeExportFixture } from './helpers/export-fixture.js';

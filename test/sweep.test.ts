@@ -8,7 +8,7 @@ import test from 'ava';
 import type { Db } from '../cache/database.js';
 import { listItems } from '../cache/features.js';
 import { finishedRunKeys, loadRuns, loadSplit } from '../cache/sweeps.js';
-import { type SweepConfig, SweepSchema } from '../pipeline/sweep-config.js';
+import { type SweepConfig, SweepSchema } from '../stages/sweep/config.js';
 import { loadConfig } from '../pipeline/config.js';
 import { runSweep } from '../stages/sweep.js';
 import { planRuns, planVariants } from '../stages/sweep/plan.js';

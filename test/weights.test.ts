@@ -5,8 +5,8 @@ import test from 'ava';
 import { convLayers, mobilenetV2 } from '../backbone/mobilenetv2.js';
 import { createTfjsBackbone } from '../backbone/tfjs-backbone.js';
 import { backboneWeights, readWeightFile } from '../backbone/weights.js';
-import { activateBackend } from '../pipeline/backend.js';
-import { UserError } from '../pipeline/errors.js';
+import { activateBackend } from '../backbone/backends.js';
+import { UserError } from '../core/errors.js';
 import { type NamedArray, foldKerasArrays, randomWeights, rng, writeModelFolder } from './helpers/random-model.js';
 import { SHARED_MODEL_035, SHARED_MODEL_100, serialTestWithShared, tempDir } from './helpers/shared.js';
 

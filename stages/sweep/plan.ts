@@ -10,7 +10,7 @@ import {
   type ParameterSpec,
   type ParameterValue,
   type SweepConfig,
-} from '../../pipeline/sweep-config.js';
+} from './config.js';
 
 export type Variant = Record<ParameterName, ParameterValue>;
 

@@ -1,6 +1,6 @@
 /** Terminal tables shared by `pipeline sweep` and `pipeline report`. */
 import Table from 'cli-table3';
-import type { MeanStd, Metric } from '../stages/sweep/ranking.js';
+import type { MeanStd, Metric } from '../sweep/ranking.js';
 
 export const percent = (value: number) => `${(value * 100).toFixed(2)}%`;
 const meanStdText = (m: MeanStd, asPercent: boolean) =>

@@ -1,5 +1,5 @@
 /** `pipeline report` in the terminal: what won, how well, and what it was built on. */
-import type { ReportFacts } from '../stages/report.js';
+import type { ReportFacts } from '../report.js';
 import { confusionTable, perClassTable, percent, rankingTable } from './tables.js';
 
 export function reportText(facts: ReportFacts, top = 10): string {

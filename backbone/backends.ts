@@ -10,7 +10,7 @@
  * Asking for one that cannot load is an error, never a silent fallback.
  */
 import { cpus } from 'node:os';
-import { UserError, messageOf } from './errors.js';
+import { UserError, messageOf } from '../core/errors.js';
 
 export const BACKENDS = ['auto', 'gpu', 'tensorflow', 'onnx', 'wasm', 'cpu'] as const;
 export type BackendRequest = (typeof BACKENDS)[number];

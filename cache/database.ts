@@ -13,9 +13,12 @@ import { UserError, messageOf } from '../core/errors.js';
 
 export type Db = Database.Database;
 
-const SCHEMA_VERSION = 1;
-
-const SCHEMA = `
+/**
+ * The schema as a list of steps: step i brings a database from user_version i to i+1. A new
+ * database runs them all, an older one the ones it lacks, so both end up identical.
+ */
+export const MIGRATIONS: readonly string[] = [
+  `
 CREATE TABLE IF NOT EXISTS feature_sets (
   id TEXT PRIMARY KEY,
   model_source TEXT NOT NULL,
@@ -111,7 +114,30 @@ CREATE TABLE IF NOT EXISTS sweep_runs (
   finished_at TEXT NOT NULL,
   PRIMARY KEY (sweep_id, run_key)
 ) WITHOUT ROWID;
-`;
+`,
+  // A sweep is pinned to the exact data it trained on: its members (path, label, split, content)
+  // in the row order of every stored array, and a hash of them that a new sweep is matched
+  // against. Sweeps made before this step have no members (data_hash NULL) and must be rerun.
+  `
+ALTER TABLE sweeps RENAME COLUMN backend TO trainer;
+ALTER TABLE sweeps ADD COLUMN data_hash TEXT;
+ALTER TABLE sweeps ADD COLUMN labels_json TEXT;
+ALTER TABLE sweeps ADD COLUMN dataset_root TEXT;
+ALTER TABLE sweeps ADD COLUMN images_left_out INTEGER;
+CREATE TABLE sweep_items (
+  sweep_id INTEGER NOT NULL REFERENCES sweeps(id),
+  split TEXT NOT NULL CHECK (split IN ('train', 'val', 'test')),
+  position INTEGER NOT NULL,
+  path TEXT NOT NULL,
+  label TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  PRIMARY KEY (sweep_id, split, position)
+) WITHOUT ROWID;
+CREATE INDEX sweeps_by_config ON sweeps (feature_set, config_hash, data_hash);
+`,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
 
 export interface OpenOptions {
   readonly readonly?: boolean;
@@ -199,6 +225,11 @@ function requireSchema(db: Db, path: string): void {
   if (version > SCHEMA_VERSION) {
     throw new UserError(`cache database was written by a newer pipeline (schema ${version} > ${SCHEMA_VERSION})`);
   }
+  if (version < SCHEMA_VERSION) {
+    throw new UserError(
+      `${path} uses an older cache schema (${version} < ${SCHEMA_VERSION}): run \`pipeline extract\` or \`pipeline sweep\` once to upgrade it (readers never write)`,
+    );
+  }
 }
 
 function migrate(db: Db): void {
@@ -208,7 +239,9 @@ function migrate(db: Db): void {
   }
   if (version === SCHEMA_VERSION) return;
   db.transaction(() => {
-    db.exec(SCHEMA);
+    // Re-read inside the write lock: another process may have migrated meanwhile.
+    const current = db.pragma('user_version', { simple: true }) as number;
+    for (let step = current; step < SCHEMA_VERSION; step++) db.exec(MIGRATIONS[step]);
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
   }).immediate();
 }

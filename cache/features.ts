@@ -183,13 +183,17 @@ export function finishExtractRun(
   );
 }
 
-/** The most recent extract run of a feature set that processed images (for reports). */
-export function latestExtractRun(db: Db, featureSet: string): ExtractRun | undefined {
+/**
+ * The most recent extract run of a feature set that processed images (for reports); with
+ * `before`, the most recent one that started before that ISO time, so an old sweep's report
+ * keeps describing the extraction it was trained on.
+ */
+export function latestExtractRun(db: Db, featureSet: string, before = '9999'): ExtractRun | undefined {
   return db
     .prepare(
       `SELECT id, feature_set AS featureSet, dataset_root AS datasetRoot, started_at AS startedAt, finished_at AS finishedAt,
         status, images, extracted, failed, seconds, images_per_second AS imagesPerSecond
-       FROM extract_runs WHERE feature_set = ? ORDER BY (extracted > 0) DESC, id DESC LIMIT 1`,
+       FROM extract_runs WHERE feature_set = ? AND started_at < ? ORDER BY (extracted > 0) DESC, id DESC LIMIT 1`,
     )
-    .get(featureSet) as ExtractRun | undefined;
+    .get(featureSet, before) as ExtractRun | undefined;
 }

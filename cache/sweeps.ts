@@ -15,7 +15,15 @@ export interface SweepRow {
   readonly configHash: string;
   readonly configJson: string;
   readonly splitSource: string;
-  readonly backend: string;
+  /** What trained the heads, e.g. "wasm-simd". */
+  readonly trainer: string;
+  /** Hash of the sweep's members; null for sweeps made before sweeps recorded their data. */
+  readonly dataHash: string | null;
+  /** Class names in index order, as the sweep trained them (null: not recorded). */
+  readonly labels: string[] | null;
+  readonly datasetRoot: string | null;
+  /** Images of the feature set left out because their extraction failed. */
+  readonly imagesLeftOut: number | null;
   readonly status: 'running' | 'interrupted' | 'done';
   readonly plannedRuns: number;
   readonly startedAt: string;
@@ -67,36 +75,85 @@ export function saveSplit(db: Db, featureSet: string, rows: readonly SplitRow[])
   }).immediate();
 }
 
+/** One image a sweep trained or scored on; `position` is its row within its split. */
+export interface SweepMember {
+  readonly split: Split;
+  readonly position: number;
+  readonly path: string;
+  readonly label: string;
+  readonly sha256: string;
+}
+
 const SWEEP_COLUMNS = `id, feature_set AS featureSet, config_hash AS configHash, config_json AS configJson,
-  split_source AS splitSource, backend, status, planned_runs AS plannedRuns, started_at AS startedAt,
+  split_source AS splitSource, trainer, data_hash AS dataHash, labels_json AS labelsJson, dataset_root AS datasetRoot,
+  images_left_out AS imagesLeftOut, status, planned_runs AS plannedRuns, started_at AS startedAt,
   finished_at AS finishedAt, wall_seconds AS wallSeconds`;
 
-export function createSweep(
-  db: Db,
-  sweep: Pick<SweepRow, 'featureSet' | 'configHash' | 'configJson' | 'splitSource' | 'backend' | 'plannedRuns'>,
-): number {
-  const result = db
+type SweepRecord = Omit<SweepRow, 'labels'> & { labelsJson: string | null };
+const toSweepRow = ({ labelsJson, ...row }: SweepRecord): SweepRow => ({
+  ...row,
+  labels: labelsJson === null ? null : (JSON.parse(labelsJson) as string[]),
+});
+
+export type NewSweep = Pick<
+  SweepRow,
+  'featureSet' | 'configHash' | 'configJson' | 'splitSource' | 'trainer' | 'plannedRuns' | 'datasetRoot' | 'imagesLeftOut'
+> & { readonly dataHash: string; readonly labels: readonly string[] };
+
+/** Records a sweep and its members in one transaction. */
+export function createSweep(db: Db, sweep: NewSweep, members: readonly SweepMember[]): number {
+  const insertSweep = db.prepare(
+    `INSERT INTO sweeps (feature_set, config_hash, config_json, split_source, trainer, data_hash, labels_json, dataset_root,
+       images_left_out, status, planned_runs, started_at)
+     VALUES (@featureSet, @configHash, @configJson, @splitSource, @trainer, @dataHash, @labelsJson, @datasetRoot,
+       @imagesLeftOut, 'running', @plannedRuns, @startedAt)`,
+  );
+  const insertMember = db.prepare(
+    'INSERT INTO sweep_items (sweep_id, split, position, path, label, sha256) VALUES (?, ?, ?, ?, ?, ?)',
+  );
+  return db.transaction(() => {
+    const { labels, ...row } = sweep;
+    const id = Number(
+      insertSweep.run({ ...row, labelsJson: JSON.stringify(labels), startedAt: new Date().toISOString() }).lastInsertRowid,
+    );
+    for (const m of members) insertMember.run(id, m.split, m.position, m.path, m.label, m.sha256);
+    return id;
+  }).immediate();
+}
+
+/** A sweep's members, train then val then test, each in the row order its stored arrays follow. */
+export function loadSweepMembers(db: Db, sweepId: number): SweepMember[] {
+  return db
     .prepare(
-      `INSERT INTO sweeps (feature_set, config_hash, config_json, split_source, backend, status, planned_runs, started_at)
-       VALUES (@featureSet, @configHash, @configJson, @splitSource, @backend, 'running', @plannedRuns, @startedAt)`,
+      `SELECT split, position, path, label, sha256 FROM sweep_items WHERE sweep_id = ?
+       ORDER BY CASE split WHEN 'train' THEN 0 WHEN 'val' THEN 1 ELSE 2 END, position`,
     )
-    .run({ ...sweep, startedAt: new Date().toISOString() });
-  return Number(result.lastInsertRowid);
+    .all(sweepId) as SweepMember[];
 }
 
 export function getSweep(db: Db, id: number): SweepRow | undefined {
-  return db.prepare(`SELECT ${SWEEP_COLUMNS} FROM sweeps WHERE id = ?`).get(id) as SweepRow | undefined;
+  const row = db.prepare(`SELECT ${SWEEP_COLUMNS} FROM sweeps WHERE id = ?`).get(id) as SweepRecord | undefined;
+  return row && toSweepRow(row);
 }
 
 export function listSweeps(db: Db): SweepRow[] {
-  return db.prepare(`SELECT ${SWEEP_COLUMNS} FROM sweeps ORDER BY id`).all() as SweepRow[];
+  return (db.prepare(`SELECT ${SWEEP_COLUMNS} FROM sweeps ORDER BY id`).all() as SweepRecord[]).map(toSweepRow);
 }
 
-/** The newest sweep with this configuration on this feature set, if any. */
-export function findSweep(db: Db, featureSet: string, configHash: string): SweepRow | undefined {
-  return db
+/** The newest sweep with this configuration on this feature set over exactly this data, if any. */
+export function findSweep(db: Db, featureSet: string, configHash: string, dataHash: string): SweepRow | undefined {
+  const row = db
+    .prepare(`SELECT ${SWEEP_COLUMNS} FROM sweeps WHERE feature_set = ? AND config_hash = ? AND data_hash = ? ORDER BY id DESC LIMIT 1`)
+    .get(featureSet, configHash, dataHash) as SweepRecord | undefined;
+  return row && toSweepRow(row);
+}
+
+/** The newest sweep with this configuration on this feature set, whatever data it saw. */
+export function findSweepByConfig(db: Db, featureSet: string, configHash: string): SweepRow | undefined {
+  const row = db
     .prepare(`SELECT ${SWEEP_COLUMNS} FROM sweeps WHERE feature_set = ? AND config_hash = ? ORDER BY id DESC LIMIT 1`)
-    .get(featureSet, configHash) as SweepRow | undefined;
+    .get(featureSet, configHash) as SweepRecord | undefined;
+  return row && toSweepRow(row);
 }
 
 /** Adds wall time spent in this session, so a resumed sweep reports its total. */

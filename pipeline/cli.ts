@@ -144,7 +144,8 @@ async function reportCommand(argv: { config?: string; db?: string; sweep?: numbe
       const sweeps = listSweeps(db);
       if (sweeps.length === 0) return say('no sweeps yet: run `pipeline sweep`');
       for (const s of sweeps) {
-        say(`sweep ${s.id}  ${s.status}  feature set ${s.featureSet}  ${s.plannedRuns} runs  started ${s.startedAt}  ${s.wallSeconds?.toFixed(1) ?? '?'} s`);
+        const pinned = s.dataHash === null ? '  (made before sweeps recorded their data: needs a rerun)' : '';
+        say(`sweep ${s.id}  ${s.status}  feature set ${s.featureSet}  ${s.plannedRuns} runs  started ${s.startedAt}  ${s.wallSeconds?.toFixed(1) ?? '?'} s${pinned}`);
       }
       return;
     }

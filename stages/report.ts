@@ -4,12 +4,12 @@
  * (documented in README): change them only with the README.
  */
 import type { Db } from '../cache/database.js';
-import { type FeatureSet, getFeatureSet, latestExtractRun, listFailures, listItems } from '../cache/features.js';
-import { type StoredRun, type SweepRow, getSweep, listSweeps, loadRuns } from '../cache/sweeps.js';
+import { type FeatureSet, getFeatureSet, latestExtractRun } from '../cache/features.js';
+import { type StoredRun, type SweepMember, type SweepRow, getSweep, listSweeps, loadRuns, loadSweepMembers } from '../cache/sweeps.js';
+import type { Split } from '../data/dataset.js';
 import { UserError } from '../core/errors.js';
 import type { SweepConfig } from './sweep/config.js';
 import { type Metric, type VariantSummary, rankVariants, varyingParameters } from './sweep/ranking.js';
-import { loadSweepData } from './sweep.js';
 
 export interface RunFacts {
   readonly run_key: string;
@@ -91,7 +91,7 @@ export interface ReportFacts {
     macro_f1: number;
     per_class: { label: string; precision: number; recall: number; f1: number; support: number }[];
     confusion: number[][];
-    curves: { trainLoss: number[]; trainAccuracy: number[]; valLoss: number[]; valAccuracy: number[] };
+    curves: { train_loss: number[]; train_accuracy: number[]; val_loss: number[]; val_accuracy: number[] };
     misclassified: MisclassifiedImage[];
   };
   readonly variants: VariantFacts[];
@@ -135,22 +135,22 @@ export function findRun(results: SweepResults, runKey: string): StoredRun {
 }
 
 export function gatherReport(db: Db, sweepRow: SweepRow): ReportFacts {
+  const data = pinnedData(db, sweepRow);
   const results = sweepResults(db, sweepRow);
   const { sweep, featureSet, ranking, runs, metric } = results;
-  const data = loadSweepData(db, featureSet, () => {});
   const config = JSON.parse(sweep.configJson) as { sweep: SweepConfig };
   const winner = ranking[0];
   const best = winner.bestRun;
-  const extract = latestExtractRun(db, featureSet.id);
-  const predicted = argmaxRows(best.testProbabilities, data.classes);
+  const extract = latestExtractRun(db, featureSet.id, sweep.startedAt);
+  const classes = data.labels.length;
+  const predicted = argmaxRows(best.testProbabilities, classes);
   const misclassified: MisclassifiedImage[] = [];
-  data.testPaths.forEach((path, i) => {
-    const truth = data.test.y[i];
-    if (predicted[i] === truth) return;
+  data.test.forEach((member, i) => {
+    if (data.labels[predicted[i]] === member.label) return;
     const probabilities = Object.fromEntries(
-      data.labels.map((label, c) => [label, round(best.testProbabilities[i * data.classes + c], 4)]),
+      data.labels.map((label, c) => [label, round(best.testProbabilities[i * classes + c], 4)]),
     );
-    misclassified.push({ path, true_label: data.labels[truth], predicted_label: data.labels[predicted[i]], probabilities });
+    misclassified.push({ path: member.path, true_label: member.label, predicted_label: data.labels[predicted[i]], probabilities });
   });
 
   return {
@@ -163,9 +163,9 @@ export function gatherReport(db: Db, sweepRow: SweepRow): ReportFacts {
       finished_runs: runs.length,
       wall_seconds: sweep.wallSeconds,
       started_at: sweep.startedAt,
-      trainer: sweep.backend,
-      split: data.splitSource,
-      split_sizes: { train: data.train.y.length, val: data.val.y.length, test: data.test.y.length },
+      trainer: sweep.trainer,
+      split: sweep.splitSource,
+      split_sizes: { train: data.train.length, val: data.val.length, test: data.test.length },
     },
     extraction: {
       feature_set: featureSet.id,
@@ -174,9 +174,9 @@ export function gatherReport(db: Db, sweepRow: SweepRow): ReportFacts {
       input_size: `${featureSet.height}x${featureSet.width}`,
       resize: featureSet.resize,
       backend: featureSet.backend,
-      dataset_root: extract?.datasetRoot ?? null,
-      images: listItems(db, featureSet.id).length,
-      failures: listFailures(db, featureSet.id).length,
+      dataset_root: sweep.datasetRoot,
+      images: data.train.length + data.val.length + data.test.length,
+      failures: sweep.imagesLeftOut ?? 0,
       images_per_second: extract?.imagesPerSecond ?? null,
     },
     labels: data.labels,
@@ -194,7 +194,12 @@ export function gatherReport(db: Db, sweepRow: SweepRow): ReportFacts {
       macro_f1: best.macroF1,
       per_class: best.perClass,
       confusion: best.confusion,
-      curves: best.curves,
+      curves: {
+        train_loss: best.curves.trainLoss,
+        train_accuracy: best.curves.trainAccuracy,
+        val_loss: best.curves.valLoss,
+        val_accuracy: best.curves.valAccuracy,
+      },
       misclassified,
     },
     variants: ranking.map((v, i) => ({
@@ -226,6 +231,21 @@ export function gatherReport(db: Db, sweepRow: SweepRow): ReportFacts {
       train_seconds: r.trainSeconds,
     })),
   };
+}
+
+/**
+ * The data a sweep was trained on, as stored with it: never the dataset's current listing,
+ * which may have changed since.
+ */
+function pinnedData(db: Db, sweep: SweepRow): { labels: string[]; train: SweepMember[]; val: SweepMember[]; test: SweepMember[] } {
+  if (sweep.dataHash === null || sweep.labels === null) {
+    throw new UserError(
+      `sweep ${sweep.id} was made by an earlier pipeline that did not record which images it trained on, so its split and misclassified images cannot be shown: run \`pipeline sweep\` again`,
+    );
+  }
+  const members = loadSweepMembers(db, sweep.id);
+  const part = (split: Split) => members.filter((m) => m.split === split);
+  return { labels: sweep.labels, train: part('train'), val: part('val'), test: part('test') };
 }
 
 export function argmaxRows(probabilities: Float32Array, classes: number): Int32Array {

@@ -6,12 +6,15 @@
  */
 import { type Log, quietLog } from '../core/log.js';
 import type { Db } from '../cache/database.js';
-import { type FeatureSet, listFailures, listItems, loadVectors } from '../cache/features.js';
+import { type FeatureSet, latestExtractRun, listFailures, listItems, loadVectors } from '../cache/features.js';
 import {
   type SplitRow,
   type StoredRun,
+  type SweepMember,
   createSweep,
   findSweep,
+  findSweepByConfig,
+  loadSweepMembers,
   finishSweep,
   finishedRunKeys,
   getSweep,
@@ -65,6 +68,9 @@ export interface SweepData extends TrainData {
   readonly labels: string[];
   readonly testPaths: string[];
   readonly splitSource: string;
+  /** Every image used, train then val then test, in row order. */
+  readonly members: SweepMember[];
+  readonly imagesLeftOut: number;
 }
 
 export async function runSweep(options: SweepOptions): Promise<SweepOutcome> {
@@ -75,27 +81,43 @@ export async function runSweep(options: SweepOptions): Promise<SweepOutcome> {
   const trainer = TRAINER;
   const configJson = JSON.stringify({ sweep, trainer });
   const configHash = sha256(configJson);
+  const dataHash = membersHash(featureSet.id, data.members);
 
-  const previous = findSweep(db, featureSet.id, configHash);
+  const previous = findSweep(db, featureSet.id, configHash, dataHash);
   if (previous?.status === 'done' && !options.resume) {
-    log(`sweep ${previous.id} already ran this exact configuration on feature set ${featureSet.id}: nothing to train`);
+    log(`sweep ${previous.id} already ran this exact configuration on this exact data (feature set ${featureSet.id}): nothing to train`);
     return outcome(previous.id, true, false, 0);
   }
   if (previous && previous.status !== 'done' && !options.resume) {
-    log(`note: sweep ${previous.id} with this configuration was interrupted; \`--resume\` continues it. Starting a new sweep.`);
+    log(`note: sweep ${previous.id} with this configuration and data was interrupted; \`--resume\` continues it. Starting a new sweep.`);
+  }
+  if (options.resume && !previous) {
+    const other = findSweepByConfig(db, featureSet.id, configHash);
+    log(
+      other
+        ? `--resume: sweep ${other.id} has this configuration but was trained on other data (${describeChange(loadSweepMembers(db, other.id), data.members)}): it cannot be resumed; starting a new sweep`
+        : '--resume: no earlier sweep with this configuration; starting a new one',
+    );
   }
   const sweepId =
     options.resume && previous
       ? previous.id
-      : createSweep(db, {
-          featureSet: featureSet.id,
-          configHash,
-          configJson,
-          splitSource: data.splitSource,
-          backend: trainer,
-          plannedRuns: planned.length,
-        });
-  if (options.resume && !previous) log('--resume: no earlier sweep with this configuration; starting a new one');
+      : createSweep(
+          db,
+          {
+            featureSet: featureSet.id,
+            configHash,
+            configJson,
+            splitSource: data.splitSource,
+            trainer,
+            plannedRuns: planned.length,
+            dataHash,
+            labels: data.labels,
+            datasetRoot: latestExtractRun(db, featureSet.id)?.datasetRoot ?? null,
+            imagesLeftOut: data.imagesLeftOut,
+          },
+          data.members,
+        );
 
   const finished = finishedRunKeys(db, sweepId);
   const pending = planned.filter((run) => !finished.has(run.runKey));
@@ -139,7 +161,27 @@ export async function runSweep(options: SweepOptions): Promise<SweepOutcome> {
   }
 }
 
-export function loadSweepData(db: Db, featureSet: FeatureSet, log: (line: string) => void): SweepData {
+/**
+ * The identity of a sweep's data: the feature set and every member with its split, row,
+ * label and content. Any added, removed, edited or relabelled image changes it.
+ */
+export function membersHash(featureSet: string, members: readonly SweepMember[]): string {
+  return sha256(JSON.stringify([featureSet, members.map((m) => [m.split, m.position, m.path, m.label, m.sha256])]));
+}
+
+/** A short account of how two memberships differ, for the user. */
+function describeChange(before: readonly SweepMember[], after: readonly SweepMember[]): string {
+  const key = (m: SweepMember) => `${m.path}\u0000${m.label}\u0000${m.split}\u0000${m.sha256}`;
+  const paths = (list: readonly SweepMember[]) => new Set(list.map((m) => m.path));
+  const [oldPaths, newPaths] = [paths(before), paths(after)];
+  const oldKeys = new Set(before.map(key));
+  const added = after.filter((m) => !oldPaths.has(m.path)).length;
+  const removed = before.filter((m) => !newPaths.has(m.path)).length;
+  const changed = after.filter((m) => oldPaths.has(m.path) && !oldKeys.has(key(m))).length;
+  return `${added} images added, ${removed} removed, ${changed} changed in content, label or split`;
+}
+
+export function loadSweepData(db: Db, featureSet: FeatureSet, log: Log): SweepData {
   const items = listItems(db, featureSet.id);
   if (items.length === 0) {
     throw new UserError(`feature set ${featureSet.id} has no images recorded: run \`pipeline extract\` first`);
@@ -159,10 +201,14 @@ export function loadSweepData(db: Db, featureSet: FeatureSet, log: (line: string
   const splitOf = new Map(split.map((row) => [row.path, row.split]));
   const labels = [...new Set(usable.map((item) => item.label))].sort();
   const classIndex = new Map(labels.map((label, i) => [label, i]));
+  const members: SweepMember[] = [];
   const part = (name: Split) => {
     const rows = usable.filter((item) => splitOf.get(item.path) === name);
     const x = new Float32Array(rows.length * featureSet.dim);
-    rows.forEach((item, i) => x.set(vectors.get(item.sha256)!, i * featureSet.dim));
+    rows.forEach((item, i) => {
+      x.set(vectors.get(item.sha256)!, i * featureSet.dim);
+      members.push({ split: name, position: i, path: item.path, label: item.label, sha256: item.sha256 });
+    });
     const y = Int32Array.from(rows, (item) => classIndex.get(item.label)!);
     return { rows, data: { x, y } satisfies SplitData };
   };
@@ -179,6 +225,8 @@ export function loadSweepData(db: Db, featureSet: FeatureSet, log: (line: string
     test: test.data,
     testPaths: test.rows.map((item) => item.path),
     splitSource: split[0].source,
+    members,
+    imagesLeftOut: items.length - usable.length,
   };
 }
 

@@ -142,10 +142,10 @@ function makeFacts(options: FixtureOptions = {}): ReportFacts {
       per_class,
       confusion,
       curves: {
-        trainLoss: curve(1.8, 0.15, 0.03),
-        valLoss: curve(1.7, 0.35, 0.06),
-        trainAccuracy: curve(0.3, 0.97, 0.01),
-        valAccuracy: curve(0.35, 0.9, 0.02),
+        train_loss: curve(1.8, 0.15, 0.03),
+        val_loss: curve(1.7, 0.35, 0.06),
+        train_accuracy: curve(0.3, 0.97, 0.01),
+        val_accuracy: curve(0.35, 0.9, 0.02),
       },
       misclassified: [...(options.misclassified ?? [])],
     },
@@ -277,7 +277,7 @@ test('degenerate sweeps still render every plot', async (t) => {
     ...facts,
     sweep: { ...facts.sweep, status: 'interrupted', wall_seconds: null, finished_runs: 10 },
     extraction: { ...facts.extraction, images_per_second: null, dataset_root: null },
-    best: { ...facts.best, curves: { trainLoss: [], trainAccuracy: [], valLoss: [], valAccuracy: [] }, misclassified: [] },
+    best: { ...facts.best, curves: { train_loss: [], train_accuracy: [], val_loss: [], val_accuracy: [] }, misclassified: [] },
   };
   const html = await renderHtml(bare, { imageRoot: null });
   t.is(figures(html).length, 4);

@@ -161,10 +161,10 @@ export function curvePoints(curves: ReportFacts['best']['curves']): CurvePoint[]
     (values ?? []).forEach((value, i) => {
       if (Number.isFinite(value)) out.push({ epoch: i + 1, split, metric, value });
     });
-  add(curves.trainLoss, 'train', 'loss');
-  add(curves.valLoss, 'val', 'loss');
-  add(curves.trainAccuracy, 'train', 'accuracy');
-  add(curves.valAccuracy, 'val', 'accuracy');
+  add(curves.train_loss, 'train', 'loss');
+  add(curves.val_loss, 'val', 'loss');
+  add(curves.train_accuracy, 'train', 'accuracy');
+  add(curves.val_accuracy, 'val', 'accuracy');
   return out;
 }
 

@@ -106,9 +106,13 @@ export async function makeExportFixture(dir: string, options: FixtureOptions = {
     configHash: 'fixture',
     configJson: JSON.stringify(config),
     splitSource: 'stratified 70/15/15, seed 0, duplicates kept together',
-    backend: 'cpu',
+    trainer: 'cpu',
     plannedRuns: 2,
-  });
+    dataHash: 'fixture',
+    labels: FIXTURE_CLASSES,
+    datasetRoot: null,
+    imagesLeftOut: 0,
+  }, []);
   const plainRun = storedRun(
     'dropout=0.2,hidden_units=0#seed=1',
     'dropout=0.2,hidden_units=0',

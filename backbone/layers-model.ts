@@ -51,9 +51,8 @@ export interface HeadWeights {
   readonly classes: number;
 }
 
-/** Where a stored layer sits in the head: Keras' sequential names dense, dense_1, ...; `hidden` before `dense`. */
+/** Where a stored layer sits in the head: Keras' sequential names dense, dense_1, ... */
 function layerOrder(name: string): number | undefined {
-  if (name === 'hidden') return -1;
   if (name === 'dense') return 0;
   const match = /^dense_(\d+)$/.exec(name);
   return match ? Number(match[1]) : undefined;
@@ -61,8 +60,7 @@ function layerOrder(name: string): number | undefined {
 
 /**
  * Reads a run's head from its stored arrays: `dense/kernel` [dim, classes] + `dense/bias`,
- * or with a hidden layer `dense/*` [dim, H] then `dense_1/*` [H, classes] (Keras' names; the
- * older `hidden/*` then `dense/*` naming is read too). Every shape is checked against the chain.
+ * or with a hidden layer `dense/*` [dim, H] then `dense_1/*` [H, classes] (Keras' names). Every shape is checked against the chain.
  */
 export function headFromArrays(arrays: readonly HeadArray[], featureDim: number, dropout: number): HeadWeights {
   const byName = new Map(arrays.map((a) => [a.name, a]));

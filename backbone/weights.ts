@@ -10,7 +10,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { tf } from '../core/tfjs.js';
 import envPaths from 'env-paths';
-import { download } from '../data/download.js';
+import { download, isHttpUrl } from '../data/download.js';
 import { sha256 } from '../data/hash.js';
 import { UserError, messageOf } from '../core/errors.js';
 import {
@@ -66,7 +66,6 @@ export interface BackboneWeights extends NetworkWeights {
   readonly foldedAtLoad: boolean;
 }
 
-const isUrl = (source: string) => /^https?:\/\//i.test(source);
 
 /** Where downloaded models are kept; PIPELINE_CACHE_DIR overrides the per-user default. */
 export function modelCacheDir(): string {
@@ -74,7 +73,7 @@ export function modelCacheDir(): string {
 }
 
 export async function readWeightFile(source: string, log: Log = quietLog): Promise<WeightFile> {
-  const modelPath = isUrl(source) ? await downloadModel(source, log) : resolve(source);
+  const modelPath = isHttpUrl(source) ? await downloadModel(source, log) : resolve(source);
   if (!existsSync(modelPath)) throw new UserError(`model file not found: ${modelPath} (--model / model.weights)`);
   const modelJson = parseModelJson(await readFile(modelPath, 'utf8'), source);
   const folder = dirname(modelPath);

@@ -6,16 +6,16 @@
  */
 import yargs, { type Argv } from 'yargs';
 import { guardDatabase, openDatabase } from '../cache/database.js';
-import { listFailures, listFeatureSets } from '../cache/features.js';
 import { listSweeps } from '../cache/sweeps.js';
 import { writeFileAtomically } from '../core/files.js';
 import { reportText } from '../stages/report/text.js';
 import { varyingParameters } from '../stages/sweep/ranking.js';
 import { percent, rankingTable } from '../stages/report/tables.js';
 import { BACKENDS } from '../backbone/backends.js';
-import { type ConfigFlags, loadConfig } from './config.js';
+import { type ConfigFlags, type PipelineConfig as Config, loadConfig } from './config.js';
 import { UserError } from '../core/errors.js';
-import { selectFeatureSet } from './select.js';
+import { selectFeatureSet } from '../stages/feature-set.js';
+import { EXIT } from './exit-codes.js';
 import { onInterrupt } from './interrupt.js';
 import { startProgress } from './progress.js';
 
@@ -53,18 +53,20 @@ const configOf = (argv: ConfigFlags & { config?: string }) => loadConfig(argv.co
 
 /** A command on the cache, with SQLite failures (read-only, disk full, damaged) as one line naming the file. */
 const withCache =
-  <A extends ConfigFlags & { config?: string }>(command: (argv: A) => unknown) =>
-  (argv: A) =>
-    guardDatabase(configOf(argv).cache.db, async () => {
-      await command(argv);
+  <A extends ConfigFlags & { config?: string }>(command: (argv: A, config: Config) => unknown) =>
+  (argv: A) => {
+    // Loaded once per command: every part of the command sees the same configuration.
+    const config = configOf(argv);
+    return guardDatabase(config.cache.db, async () => {
+      await command(argv, config);
     });
+  };
 
 const say = (line: string): void => void process.stdout.write(`${line}\n`);
 /** Progress notes of a stage: stderr, so stdout stays the command's result. */
 const tell = (line: string): void => void process.stderr.write(`${line}\n`);
 
-async function extractCommand(argv: ConfigFlags & { config?: string }) {
-  const config = configOf(argv);
+async function extractCommand(argv: ConfigFlags & { config?: string }, config: Config) {
   const { runExtract } = await import('../stages/extract.js');
   const interrupt = onInterrupt('stopping after the batches in flight are saved (Ctrl-C again to quit at once)');
   try {
@@ -89,15 +91,14 @@ async function extractCommand(argv: ConfigFlags & { config?: string }) {
     say(`feature set ${summary.featureSet.id} in ${config.cache.db}`);
     if (summary.interrupted) {
       say('rerun the same command to extract the rest');
-      process.exitCode = 130;
+      process.exitCode = EXIT.interrupted;
     }
   } finally {
     interrupt.dispose();
   }
 }
 
-async function sweepCommand(argv: { config?: string; db?: string; resume?: boolean; 'feature-set'?: string }) {
-  const config = configOf(argv);
+async function sweepCommand(argv: { config?: string; db?: string; resume?: boolean; 'feature-set'?: string }, config: Config) {
   const { runSweep } = await import('../stages/sweep.js');
   const db = openDatabase(config.cache.db);
   const interrupt = onInterrupt('stopping: finished runs are saved; `pipeline sweep --resume` continues (Ctrl-C again to quit at once)');
@@ -128,7 +129,7 @@ async function sweepCommand(argv: { config?: string; db?: string; resume?: boole
     );
     if (result.interrupted) {
       say('continue with: pipeline sweep --resume (same config)');
-      process.exitCode = 130;
+      process.exitCode = EXIT.interrupted;
     }
   } finally {
     interrupt.dispose();
@@ -136,8 +137,7 @@ async function sweepCommand(argv: { config?: string; db?: string; resume?: boole
   }
 }
 
-async function reportCommand(argv: { config?: string; db?: string; sweep?: number; json?: boolean; html?: string; list?: boolean; top?: number }) {
-  const config = configOf(argv);
+async function reportCommand(argv: { config?: string; db?: string; sweep?: number; json?: boolean; html?: string; list?: boolean; top?: number }, config: Config) {
   const db = openDatabase(config.cache.db, { readonly: true });
   try {
     if (argv.list) {
@@ -164,8 +164,7 @@ async function reportCommand(argv: { config?: string; db?: string; sweep?: numbe
   }
 }
 
-async function exportCommand(argv: { config?: string; db?: string; sweep?: number; run?: string; out: string; weights?: string }) {
-  const config = configOf(argv);
+async function exportCommand(argv: { config?: string; db?: string; sweep?: number; run?: string; out: string; weights?: string }, config: Config) {
   const db = openDatabase(config.cache.db, { readonly: true });
   try {
     const { exportModel } = await import('../stages/export.js');
@@ -196,35 +195,22 @@ async function predictCommand(argv: { files: string[]; model: string; json?: boo
     }
     say(`${result.predictions.length - failed} predicted, ${failed} failed (model ${result.modelDir}, ${result.backend})`);
   }
-  // Every file was still predicted; the exit code tells scripts that some were not.
-  if (failed > 0) process.exitCode = 1;
+  // Every readable file was still predicted; the exit code tells scripts that some were not.
+  if (failed > 0) process.exitCode = EXIT.someInputsFailed;
 }
 
-function cacheCommand(argv: { config?: string; db?: string; failures?: boolean; 'feature-set'?: string }) {
-  const config = configOf(argv);
+async function cacheCommand(argv: { config?: string; db?: string; failures?: boolean; 'feature-set'?: string }, config: Config) {
   const db = openDatabase(config.cache.db, { readonly: true });
   try {
-    const sets = listFeatureSets(db);
-    if (sets.length === 0) return say(`${config.cache.db}: no feature sets yet (run \`pipeline extract\`)`);
-    say(`${config.cache.db}:`);
-    for (const set of sets) {
-      say(
-        `  ${set.id}  MobileNetV2 alpha ${set.alpha}  ${set.height}x${set.width} ${set.resize}  ${set.backend}  ` +
-          `${set.features} vectors for ${set.images} images, ${set.failures} failures  created ${set.createdAt}`,
-      );
-      say(`      model ${set.modelSource}`);
-    }
-    if (argv.failures) {
-      const set = selectFeatureSet(db, argv['feature-set']);
-      for (const failure of listFailures(db, set.id)) say(`  ${failure.path}: ${failure.error}`);
-    }
+    const { describeCache } = await import('../stages/cache.js');
+    const failures = argv.failures ? { featureSet: argv['feature-set'] } : undefined;
+    for (const line of describeCache(db, config.cache.db, { failures })) say(line);
   } finally {
     db.close();
   }
 }
 
-async function exportFeaturesCommand(argv: { config?: string; db?: string; out: string; 'feature-set'?: string }) {
-  const config = configOf(argv);
+async function exportFeaturesCommand(argv: { config?: string; db?: string; out: string; 'feature-set'?: string }, config: Config) {
   const db = openDatabase(config.cache.db, { readonly: true });
   try {
     const set = selectFeatureSet(db, argv['feature-set']);
@@ -325,13 +311,13 @@ const oneLine = (text: string) =>
 export async function main(args: string[]): Promise<number> {
   try {
     await buildCli(args).parseAsync();
-    return Number(process.exitCode ?? 0);
+    return Number(process.exitCode ?? EXIT.ok);
   } catch (error) {
     if (error instanceof UserError) {
       process.stderr.write(`pipeline: ${error.message}\n`);
-      return 1;
+      return EXIT.userError;
     }
     process.stderr.write(`pipeline: unexpected error: ${(error as Error).stack ?? String(error)}\n`);
-    return 2;
+    return EXIT.bug;
   }
 }

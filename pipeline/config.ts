@@ -3,6 +3,7 @@
  * A file may hold only the sections it needs. Every error names the field and, for the
  * file, its line and column: `config.yaml:7:11: model.size: ...`.
  */
+import { isHttpUrl } from '../data/download.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { LineCounter, isMap, isPair, isScalar, parseDocument, type Document } from 'yaml';
@@ -89,8 +90,8 @@ export function loadConfig(configPath: string | undefined, flags: ConfigFlags = 
   const file = configPath ?? (existsSync('config.yaml') ? 'config.yaml' : undefined);
   const fromFile = file ? readConfigFile(file) : {};
   const base = file ? dirname(resolve(file)) : process.cwd();
-  const inFile = (path: string) => (isUrl(path) || isAbsolute(path) ? path : resolve(base, path));
-  const fromCwd = (path: string) => (isUrl(path) ? path : resolve(path));
+  const inFile = (path: string) => (isHttpUrl(path) || isAbsolute(path) ? path : resolve(base, path));
+  const fromCwd = (path: string) => (isHttpUrl(path) ? path : resolve(path));
 
   const dataset = { ...DEFAULTS.dataset, ...fromFile.dataset };
   const model = { ...DEFAULTS.model, ...fromFile.model };
@@ -132,7 +133,6 @@ function datasetUrl(fromFile: FileConfig['dataset'], flags: ConfigFlags): string
   return fromFile?.root ? null : DEFAULTS.dataset.url;
 }
 
-const isUrl = (path: string) => /^https?:\/\//i.test(path);
 
 function flag<T>(name: string, value: string | undefined, schema: z.ZodType<T>): T | undefined {
   if (value === undefined) return undefined;

@@ -140,19 +140,17 @@ export function listSweeps(db: Db): SweepRow[] {
   return (db.prepare(`SELECT ${SWEEP_COLUMNS} FROM sweeps ORDER BY id`).all() as SweepRecord[]).map(toSweepRow);
 }
 
-/** The newest sweep with this configuration on this feature set over exactly this data, if any. */
-export function findSweep(db: Db, featureSet: string, configHash: string, dataHash: string): SweepRow | undefined {
+/**
+ * The newest sweep with this configuration on this feature set, if any: over exactly the data
+ * `dataHash` names, or, without it, whatever data it saw.
+ */
+export function findSweep(db: Db, featureSet: string, configHash: string, dataHash?: string): SweepRow | undefined {
   const row = db
-    .prepare(`SELECT ${SWEEP_COLUMNS} FROM sweeps WHERE feature_set = ? AND config_hash = ? AND data_hash = ? ORDER BY id DESC LIMIT 1`)
-    .get(featureSet, configHash, dataHash) as SweepRecord | undefined;
-  return row && toSweepRow(row);
-}
-
-/** The newest sweep with this configuration on this feature set, whatever data it saw. */
-export function findSweepByConfig(db: Db, featureSet: string, configHash: string): SweepRow | undefined {
-  const row = db
-    .prepare(`SELECT ${SWEEP_COLUMNS} FROM sweeps WHERE feature_set = ? AND config_hash = ? ORDER BY id DESC LIMIT 1`)
-    .get(featureSet, configHash) as SweepRecord | undefined;
+    .prepare(
+      `SELECT ${SWEEP_COLUMNS} FROM sweeps WHERE feature_set = ? AND config_hash = ? AND (? IS NULL OR data_hash = ?)
+       ORDER BY id DESC LIMIT 1`,
+    )
+    .get(featureSet, configHash, dataHash ?? null, dataHash ?? null) as SweepRecord | undefined;
   return row && toSweepRow(row);
 }
 

@@ -13,7 +13,6 @@ import {
   type SweepMember,
   createSweep,
   findSweep,
-  findSweepByConfig,
   loadSweepMembers,
   finishSweep,
   finishedRunKeys,
@@ -66,7 +65,6 @@ export interface SweepOutcome {
 /** A training set assembled from the cache, with the row order every stored array follows. */
 export interface SweepData extends TrainData {
   readonly labels: string[];
-  readonly testPaths: string[];
   readonly splitSource: string;
   /** Every image used, train then val then test, in row order. */
   readonly members: SweepMember[];
@@ -92,7 +90,7 @@ export async function runSweep(options: SweepOptions): Promise<SweepOutcome> {
     log(`note: sweep ${previous.id} with this configuration and data was interrupted; \`--resume\` continues it. Starting a new sweep.`);
   }
   if (options.resume && !previous) {
-    const other = findSweepByConfig(db, featureSet.id, configHash);
+    const other = findSweep(db, featureSet.id, configHash);
     log(
       other
         ? `--resume: sweep ${other.id} has this configuration but was trained on other data (${describeChange(loadSweepMembers(db, other.id), data.members)}): it cannot be resumed; starting a new sweep`
@@ -223,7 +221,6 @@ export function loadSweepData(db: Db, featureSet: FeatureSet, log: Log): SweepDa
     train: train.data,
     val: val.data,
     test: test.data,
-    testPaths: test.rows.map((item) => item.path),
     splitSource: split[0].source,
     members,
     imagesLeftOut: items.length - usable.length,

@@ -35,18 +35,18 @@ export const TRASHNET_DIR = join(SHARED_DIR, 'datasets', 'trashnet');
 export const PIPELINE_BIN = join(REPO_ROOT, 'bin', 'pipeline.js');
 
 /** The title suffix of a test that cannot run without ../shared. */
-const NEEDS_SHARED = \`(needs ../shared: \${SHARED_DIR} not found)\`;
+const NEEDS_SHARED = `(needs ../shared: ${SHARED_DIR} not found)`;
 
 /** Registers a test that needs ../shared; without it, ava reports the test as skipped, with the reason in its title. */
 export function testWithShared(title: string, fn: ImplementationFn<[]>): void {
   if (SHARED_PRESENT) test(title, fn);
-  else test.skip(\`\${title} \${NEEDS_SHARED}\`, fn);
+  else test.skip(`${title} ${NEEDS_SHARED}`, fn);
 }
 
 /** Same as testWithShared, for tests that must run one at a time. */
 export function serialTestWithShared(title: string, fn: ImplementationFn<[]>): void {
   if (SHARED_PRESENT) test.serial(title, fn);
-  else test.serial.skip(\`\${title} \${NEEDS_SHARED}\`, fn);
+  else test.serial.skip(`${title} ${NEEDS_SHARED}`, fn);
 }
 
 /** A fresh temp folder, removed when the test ends (pass or fail). */

@@ -16,6 +16,7 @@ import { BACKENDS } from '../backbone/backends.js';
 import { type ConfigFlags, loadConfig } from './config.js';
 import { UserError } from '../core/errors.js';
 import { selectFeatureSet } from './select.js';
+import { checkCommandPaths, checkPredictPaths } from './paths.js';
 import { onInterrupt } from './interrupt.js';
 import { startProgress } from './progress.js';
 
@@ -54,10 +55,13 @@ const configOf = (argv: ConfigFlags & { config?: string }) => loadConfig(argv.co
 /** A command on the cache, with SQLite failures (read-only, disk full, damaged) as one line naming the file. */
 const withCache =
   <A extends ConfigFlags & { config?: string }>(command: (argv: A) => unknown) =>
-  (argv: A) =>
-    guardDatabase(configOf(argv).cache.db, async () => {
+  (argv: A) => {
+    const config = configOf(argv);
+    checkCommandPaths(argv, config); // every path flag is checked before any work starts
+    return guardDatabase(config.cache.db, async () => {
       await command(argv);
     });
+  };
 
 const say = (line: string): void => void process.stdout.write(`${line}\n`);
 /** Progress notes of a stage: stderr, so stdout stays the command's result. */
@@ -182,6 +186,7 @@ async function exportCommand(argv: { config?: string; db?: string; sweep?: numbe
 }
 
 async function predictCommand(argv: { files: string[]; model: string; json?: boolean; top?: number }) {
+  checkPredictPaths(argv.files, argv.model);
   const { predictFiles } = await import('../stages/predict.js');
   const result = await predictFiles(argv.files, argv.model, { top: argv.top ?? 3 });
   const failed = result.predictions.filter((p) => !p.ok).length;

@@ -88,7 +88,7 @@ const DEFAULTS = {
  */
 export function loadConfig(configPath: string | undefined, flags: ConfigFlags = {}): PipelineConfig {
   const file = configPath ?? (existsSync('config.yaml') ? 'config.yaml' : undefined);
-  if (file) requireInputFile(file, configPath === undefined ? 'config file' : '--config');
+  if (file) requireInputFile(file, configPath === undefined ? 'config file' : '--config', { allowEmpty: true });
   const fromFile = file ? readConfigFile(file) : {};
   const base = file ? dirname(resolve(file)) : process.cwd();
   const inFile = (path: string) => (isUrl(path) || isAbsolute(path) ? path : resolve(base, path));

@@ -56,14 +56,14 @@ function canAccess(path: string, mode: number): boolean {
   }
 }
 
-/** An existing, readable, non-empty regular file. */
-export function requireInputFile(path: string, label: string): void {
+/** An existing, readable regular file; empty only with `allowEmpty` (a YAML file may hold nothing). */
+export function requireInputFile(path: string, label: string, { allowEmpty = false } = {}): void {
   const info = look(path, label);
   if (!info) return fail(label, path, dirExists(path) ? 'no such file' : `no such file (folder ${dirname(path)} does not exist)`);
   if (info.isDirectory()) return fail(label, path, 'is a directory, expected a file');
   if (!info.isFile()) return fail(label, path, `is ${kindOf(info)}, expected a file`);
   if (!canAccess(path, constants.R_OK)) return fail(label, path, 'not readable (permission denied)');
-  if (info.size === 0) return fail(label, path, 'is empty');
+  if (info.size === 0 && !allowEmpty) return fail(label, path, 'is empty');
 }
 
 /** An existing, readable folder. */

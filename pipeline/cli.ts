@@ -16,6 +16,7 @@ import { type ConfigFlags, type PipelineConfig as Config, loadConfig } from './c
 import { UserError } from '../core/errors.js';
 import { selectFeatureSet } from '../stages/feature-set.js';
 import { EXIT } from './exit-codes.js';
+import { checkCommandPaths, checkPredictPaths } from './paths.js';
 import { onInterrupt } from './interrupt.js';
 import { startProgress } from './progress.js';
 
@@ -57,6 +58,7 @@ const withCache =
   (argv: A) => {
     // Loaded once per command: every part of the command sees the same configuration.
     const config = configOf(argv);
+    checkCommandPaths(argv, config); // every path flag is checked before any work starts
     return guardDatabase(config.cache.db, async () => {
       await command(argv, config);
     });
@@ -182,6 +184,7 @@ async function exportCommand(argv: { config?: string; db?: string; sweep?: numbe
 }
 
 async function predictCommand(argv: { files: string[]; model: string; json?: boolean; top?: number }) {
+  checkPredictPaths(argv.files, argv.model);
   const { predictFiles } = await import('../stages/predict.js');
   const result = await predictFiles(argv.files, argv.model, { top: argv.top ?? 3 });
   const failed = result.predictions.filter((p) => !p.ok).length;
@@ -224,6 +227,8 @@ async function exportFeaturesCommand(argv: { config?: string; db?: string; out: 
 
 export function buildCli(args: string[]) {
   return yargs(args)
+    // A repeated flag means its last value, as in most command-line tools, never an array.
+    .parserConfiguration({ 'duplicate-arguments-array': false })
     .scriptName('pipeline')
     .usage('$0 <command> [options]\n\nTransfer learning with cached embeddings: extract once, sweep heads in seconds.')
     .command('extract', 'run the frozen MobileNetV2 once and cache its features in SQLite', withExtractFlags, withCache(extractCommand))

@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { type InputSize, RESIZE_MODES, type ResizeMode, parseSize } from '../backbone/preprocessing.js';
 import { BACKENDS, type BackendRequest } from '../backbone/backends.js';
 import { UserError } from '../core/errors.js';
+import { requireInputFile } from './paths.js';
 import { type SweepConfig, SweepSchema } from '../stages/sweep/config.js';
 
 /** Google's hosted Keras MobileNetV2 (alpha 1.0, no top) as a TF.js layers model. */
@@ -88,6 +89,7 @@ const DEFAULTS = {
  */
 export function loadConfig(configPath: string | undefined, flags: ConfigFlags = {}): PipelineConfig {
   const file = configPath ?? (existsSync('config.yaml') ? 'config.yaml' : undefined);
+  if (file) requireInputFile(file, configPath === undefined ? 'config file' : '--config', { allowEmpty: true });
   const fromFile = file ? readConfigFile(file) : {};
   const base = file ? dirname(resolve(file)) : process.cwd();
   const inFile = (path: string) => (isHttpUrl(path) || isAbsolute(path) ? path : resolve(base, path));

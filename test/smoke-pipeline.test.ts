@@ -79,7 +79,7 @@ serialTestWithShared('smoke: extract, sweep, report, export and predict on real 
   // Bad requests on a cache that has a sweep: one line each, exit 1.
   for (const [args, expected] of [
     [['report', '--sweep', '99'], /--sweep 99: no such sweep/],
-    [['report', '--html', join(cwd, 'no-such-folder', 'r.html')], /cannot write .*r\.html \(--html\)/],
+    [['report', '--html', join(cwd, 'no-such-folder', 'r.html')], /--html .*r\.html: folder .*no-such-folder does not exist/],
     [['export', '--run', 'nope', '--out', 'nope'], /--run nope: no such run/],
   ] as [string[], RegExp][]) {
     t.regex(expectOneLineError(t, await runPipeline(cwd, args), args.join(' '), true), expected);

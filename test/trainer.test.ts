@@ -1,6 +1,6 @@
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs';
-import { syntheticData } from '../bench/sweep.js';
+import { syntheticData } from './helpers/synthetic.js';
 import { dropoutThreshold, glorotUniform, runStreams } from '../stages/sweep/random.js';
 import { trainReferenceOnOrder } from '../stages/sweep/reference.js';
 import { instantiateKernels, kernelModule } from '../stages/sweep/simd.js';

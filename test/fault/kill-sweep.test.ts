@@ -1,25 +1,30 @@
 /**
- * Issue part 2 (sweep): SIGKILL `pipeline sweep --resume` at 8 seeded random moments,
- * resuming after each. Runs that finished are never retrained (their stored rows, including
- * finished_at, stay byte for byte), nothing committed is lost, the database passes
- * integrity_check after every kill, and the final stored runs equal a clean sweep's
- * bitwise (every column but the timings). The sweep: 2 x 2 variants (hidden 0/128, learning
- * rate 0.001/0.01) x 2 seeds, up to 30 epochs with early stopping, so runs finish at
- * different moments. Kills are aimed as in kill-extract: (A) from spawn over the clean
- * run's duration, (B) from the "to train" line, (C) from the moment a new run row appears,
- * over the span in which the clean sweep stored its remaining runs.
+ * SIGKILL `pipeline sweep --resume` in the middle of its work, again and again, resuming
+ * after each. The sweep: 2 x 2 variants (hidden 0/128, learning rate 0.001/0.01) x 2
+ * seeds, up to 30 epochs with early stopping, so runs finish at different moments. A clean
+ * sweep first gives the reference runs and the moments they were stored. Each kill is
+ * aimed from observed progress: a target number of stored runs strictly between what the
+ * database held before and the total is drawn, sweep_runs is polled, and the process is
+ * killed a random fraction of the clean sweep's mean gap between stores after the target
+ * became visible. Only kills after which more runs than before and fewer than all are
+ * stored count as mid-run; the test retries until at least MID_RUN_KILLS landed (at most
+ * MAX_ATTEMPTS tries) and fails otherwise. Runs that finished are never retrained (their
+ * stored rows, including finished_at, stay byte for byte), nothing committed is lost, the
+ * database passes integrity_check after every kill, and the final stored runs and report
+ * equal a clean sweep's (every column but the timings).
  */
 import { copyFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
-import { type RunOptions, query, readCache, rng, rowCount, runPipeline } from '../helpers/fault-cli.js';
+import { query, readCache, rng, rowCount, runPipeline } from '../helpers/fault-cli.js';
 import { Figures } from '../helpers/fault-figures.js';
 import { EXTRACT_FLAGS, SWEEP_YAML } from '../helpers/fault-fixtures.js';
 import { makeDataset } from '../helpers/images.js';
 import { writeRandomModel } from '../helpers/random-model.js';
 import { fileTempDir } from '../helpers/shared.js';
 
-const KILLS = 8;
+const MID_RUN_KILLS = 5;
+const MAX_ATTEMPTS = 20;
 const SEED = 0x5eed5eed;
 const figures = new Figures('kill-sweep');
 const temp = fileTempDir('pipeline-fault-kill-sweep-');
@@ -42,7 +47,7 @@ function storedRuns(db: string): Map<string, { finishedAt: string; content: stri
 }
 
 
-test.serial('2.2 SIGKILL sweep --resume at 8 random moments: finished runs never retrained, final runs equal a clean sweep', async (t) => {
+test.serial(`2.2 SIGKILL sweep --resume mid-run (at least ${MID_RUN_KILLS} times): finished runs never retrained, final runs equal a clean sweep`, async (t) => {
   const cwd = temp.dir;
   await makeDataset(join(cwd, 'data'), { classes: ['a', 'b', 'c', 'd'], perClass: 14, width: 48, height: 40, seed: 8000 });
   const { modelJson } = await writeRandomModel(join(cwd, 'model'), { alpha: 0.35, seed: 303 });
@@ -52,7 +57,6 @@ test.serial('2.2 SIGKILL sweep --resume at 8 random moments: finished runs never
   const sweepArgs = (db: string, resume: boolean) => ['sweep', '--config', 'sweep.yaml', '--db', db, ...(resume ? ['--resume'] : [])];
 
   copyFileSync(join(cwd, 'features.sqlite'), join(cwd, 'clean.sqlite'));
-  const ANCHOR = / to train /;
   const commits: number[] = [];
   const started = performance.now();
   let seen = 0;
@@ -60,16 +64,14 @@ test.serial('2.2 SIGKILL sweep --resume at 8 random moments: finished runs never
     const n = rowCount(join(cwd, 'clean.sqlite'), 'sweep_runs');
     for (; seen < n; seen++) commits.push(performance.now() - started);
   }, 10);
-  const clean = await runPipeline(cwd, sweepArgs('clean.sqlite', false), { killAfterOutput: { pattern: ANCHOR, delayMs: 1e9 } });
+  const clean = await runPipeline(cwd, sweepArgs('clean.sqlite', false));
   clearInterval(watcher);
   t.is(clean.code, 0, clean.stderr);
   const reference = storedRuns(join(cwd, 'clean.sqlite'));
-  t.is(reference.size, 8);
-  const T = clean.ms;
-  const anchor = clean.anchorMs ?? 0;
-  const commitStart = commits[0] ?? anchor;
-  const commitEnd = commits[commits.length - 1] ?? T;
-  t.log(`clean sweep: ${T.toFixed(0)} ms; training from ${anchor.toFixed(0)} ms; runs stored at ${commits.map((c) => c.toFixed(0)).join(', ')} ms`);
+  const total = reference.size;
+  t.is(total, 8);
+  const gapMs = commits.length > 1 ? Math.max(20, (commits[commits.length - 1] - commits[0]) / (commits.length - 1)) : 200;
+  t.log(`clean sweep: ${clean.ms.toFixed(0)} ms; runs stored at ${commits.map((c) => c.toFixed(0)).join(', ')} ms (mean gap ${gapMs.toFixed(0)} ms)`);
 
   const db = join(cwd, 'killed.sqlite');
   const fresh = () => {
@@ -79,49 +81,39 @@ test.serial('2.2 SIGKILL sweep --resume at 8 random moments: finished runs never
   fresh();
   const random = rng(SEED);
   const problems: string[] = [];
-  const landed = { betweenRuns: 0, beforeAnyRun: 0, afterTheEnd: 0 };
+  const landed = { midRun: 0, beforeAnyRun: 0, afterTheEnd: 0 };
+  let attempts = 0;
   let rounds = 1;
   let known = new Map<string, { finishedAt: string; content: string }>();
   let resumedRounds = 0;
-  for (let i = 0; i < KILLS; i++) {
-    const aim = (['A', 'C', 'B', 'C'] as const)[i % 4];
+  while (landed.midRun < MID_RUN_KILLS && attempts < MAX_ATTEMPTS) {
+    attempts++;
     const before = known.size;
-    const delay = Math.round(
-      aim === 'A'
-        ? (0.05 + random()) * T
-        : aim === 'B'
-          ? random() * 1.2 * (commitEnd - anchor)
-          : // From the next stored run, over what the clean sweep took from its next store to its last.
-            random() * 1.2 * (commitEnd - (commits[before] ?? commitStart)),
-    );
-    const how: RunOptions =
-      aim === 'A'
-        ? { killAfterMs: delay }
-        : aim === 'B'
-          ? { killAfterOutput: { pattern: ANCHOR, delayMs: delay } }
-          : { killAfterCondition: { check: () => rowCount(db, 'sweep_runs') > before, delayMs: delay } };
-    const run = await runPipeline(cwd, sweepArgs('killed.sqlite', true), how);
-    if (!run.killed && run.code !== 0) problems.push(`kill ${i + 1}: exited ${run.code} by itself: ${run.stderr}`);
+    // A number of stored runs this sweep must reach but not finish at, and a moment after it.
+    const target = before + 1 + Math.floor(random() * (total - 1 - before));
+    const delay = Math.round(random() * gapMs);
+    const run = await runPipeline(cwd, sweepArgs('killed.sqlite', true), { killAfterCondition: { check: () => rowCount(db, 'sweep_runs') >= target, delayMs: delay } });
+    if (!run.killed && run.code !== 0) problems.push(`kill ${attempts}: exited ${run.code} by itself: ${run.stderr}`);
     const integrity = readCache(db).integrity;
-    if (integrity !== 'ok') problems.push(`kill ${i + 1}: integrity_check: ${integrity}`);
+    if (integrity !== 'ok') problems.push(`kill ${attempts}: integrity_check: ${integrity}`);
     const now = storedRuns(db);
     for (const [key, old] of known) {
       const current = now.get(key);
-      if (!current) problems.push(`kill ${i + 1}: finished run ${key} was lost`);
-      else if (current.finishedAt !== old.finishedAt || current.content !== old.content) problems.push(`kill ${i + 1}: finished run ${key} was retrained`);
+      if (!current) problems.push(`kill ${attempts}: finished run ${key} was lost`);
+      else if (current.finishedAt !== old.finishedAt || current.content !== old.content) problems.push(`kill ${attempts}: finished run ${key} was retrained`);
     }
     for (const [key, row] of now) {
-      if (reference.get(key)?.content !== row.content) problems.push(`kill ${i + 1}: run ${key} differs from the clean sweep`);
+      if (reference.get(key)?.content !== row.content) problems.push(`kill ${attempts}: run ${key} differs from the clean sweep`);
     }
     const sweeps = query<{ n: number }>(db, 'SELECT COUNT(*) AS n FROM sweeps')[0].n;
-    if (sweeps > 1) problems.push(`kill ${i + 1}: ${sweeps} sweep rows; --resume should continue the one sweep`);
-    if (!run.killed) landed.afterTheEnd++;
-    else if (now.size > before) landed.betweenRuns++;
-    else landed.beforeAnyRun++;
+    if (sweeps > 1) problems.push(`kill ${attempts}: ${sweeps} sweep rows; --resume should continue the one sweep`);
+    const where = !run.killed || now.size === total ? 'afterTheEnd' : now.size > before ? 'midRun' : 'beforeAnyRun';
+    landed[where]++;
     if (before > 0 && now.size > before) resumedRounds++;
-    t.log(`kill ${i + 1} (${aim}): +${delay} ms, ${run.killed ? 'killed' : `exited ${run.code}`} after ${run.ms.toFixed(0)} ms; ${now.size} runs stored (${before} before)`);
+    t.log(`kill ${attempts}: aimed at run ${target} + ${delay} ms; ${run.killed ? 'killed' : `exited ${run.code}`} after ${run.ms.toFixed(0)} ms; ${now.size} runs stored (${before} before): ${where}`);
     known = now;
-    if (now.size === reference.size && i < KILLS - 1) {
+    if (now.size >= total - 1 && landed.midRun < MID_RUN_KILLS) {
+      // No stored run left to aim between: start again from the extracted features alone.
       fresh();
       known = new Map();
       rounds++;
@@ -154,12 +146,15 @@ test.serial('2.2 SIGKILL sweep --resume at 8 random moments: finished runs never
   const sameReport = reportClean.code === 0 && reportResumed.code === 0 && strip(reportClean.stdout) === strip(reportResumed.stdout);
   if (!sameReport) problems.push('report --json of the resumed sweep differs from the clean one');
 
-  t.log(`landed: ${JSON.stringify(landed)}; ${rounds} round(s); ${resumedRounds} resumes added runs to a partly finished sweep`);
+  if (landed.midRun < MID_RUN_KILLS) problems.push(`only ${landed.midRun} of ${attempts} kills landed mid-run (${MID_RUN_KILLS} required)`);
+  if (resumedRounds === 0) problems.push('no resume continued a partly finished sweep');
+  t.log(`landed: ${JSON.stringify(landed)} in ${attempts} attempts; ${rounds} round(s); ${resumedRounds} resumes added runs to a partly finished sweep`);
   figures.add({
     case: '2.2 SIGKILL during sweep --resume',
-    tries: KILLS,
+    tries: attempts,
     result:
-      `${landed.betweenRuns} between stored runs, ${landed.beforeAnyRun} before a run was stored, ${landed.afterTheEnd} after the end (${rounds} rounds); ` +
+      `aimed from stored runs; ${landed.midRun} landed between stored runs (${MID_RUN_KILLS} required), ${landed.beforeAnyRun} before the run's first store, ` +
+      `${landed.afterTheEnd} after the end (${rounds} rounds, ${resumedRounds} resumes of a partly finished sweep); ` +
       (problems.length
         ? `${problems.length} problems: ${problems[0]}`
         : `integrity ok after every kill; finished runs never retrained; final ${equal}/${reference.size} runs and the report equal a clean sweep`),

@@ -1,7 +1,7 @@
 /**
  * Headless Chromium for tests, through playwright-core and the Debian `chromium` package at
  * /usr/bin/chromium (no browser download). Tests that need it register through
- * testWithChromium, which turns into a visibly named passing placeholder where the browser
+ * testWithChromium, which ava reports as skipped (reason in the title) where the browser
  * is missing. Pages opened with openPage may not reach the network: every request that is
  * not file: or data: is aborted and recorded.
  */
@@ -24,16 +24,10 @@ export const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
-/** Registers a test that needs Chromium; without /usr/bin/chromium, a named placeholder passes and logs why. */
+/** Registers a test that needs Chromium; without /usr/bin/chromium, ava reports it as skipped with the reason in its title. */
 export function testWithChromium(title: string, fn: ImplementationFn<[]>): void {
-  if (CHROMIUM_PRESENT) {
-    test.serial(title, fn);
-  } else {
-    test(`${title} (skipped: no ${CHROMIUM_PATH})`, (t) => {
-      t.log(`skipped: no ${CHROMIUM_PATH} (apt-get install -y chromium)`);
-      t.pass();
-    });
-  }
+  if (CHROMIUM_PRESENT) test.serial(title, fn);
+  else test.serial.skip(`${title} (needs ${CHROMIUM_PATH}: apt-get install -y chromium)`, fn);
 }
 
 export function launchChromium(): Promise<Browser> {

@@ -17,20 +17,16 @@ export interface CliResult {
   readonly ms: number;
   /** True when our SIGKILL reached a process that was still running. */
   readonly killed: boolean;
-  /** When the output first matched `killAfterOutput.pattern` (ms since spawn). */
+  /** When `killAfterCondition.check()` first returned true (ms since spawn). */
   readonly anchorMs?: number;
 }
 
 export interface RunOptions {
   /** Send SIGKILL after this many milliseconds (if the process is still running). */
   readonly killAfterMs?: number;
-  /** Send SIGKILL `delayMs` after the output first matches `pattern` (a point inside the run). */
-  readonly killAfterOutput?: { readonly pattern: RegExp; readonly delayMs: number };
   /** Send SIGKILL `delayMs` after `check()` first returns true (polled every 10 ms). */
   readonly killAfterCondition?: { readonly check: () => boolean; readonly delayMs: number };
   readonly env?: Record<string, string>;
-  /** Called with each stdout/stderr chunk as it arrives. */
-  readonly onOutput?: (text: string) => void;
 }
 
 /** Runs `node bin/pipeline.js ...args` in `cwd`; its model cache stays inside `cwd`. */
@@ -51,21 +47,11 @@ export function runPipeline(cwd: string, args: readonly string[], options: RunOp
     const kill = () => {
       if (!exited) killed = child.kill('SIGKILL');
     };
-    const seen = (text: string) => {
-      options.onOutput?.(text);
-      const anchor = options.killAfterOutput;
-      if (anchor && anchorMs === undefined && anchor.pattern.test(stdout + stderr)) {
-        anchorMs = performance.now() - started;
-        anchorTimer = setTimeout(kill, anchor.delayMs);
-      }
-    };
     child.stdout.on('data', (chunk: Buffer) => {
       stdout += chunk.toString();
-      seen(chunk.toString());
     });
     child.stderr.on('data', (chunk: Buffer) => {
       stderr += chunk.toString();
-      seen(chunk.toString());
     });
     const timer = options.killAfterMs === undefined ? undefined : setTimeout(kill, options.killAfterMs);
     const condition = options.killAfterCondition;

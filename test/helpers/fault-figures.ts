@@ -24,8 +24,10 @@ export interface FigureRow {
   readonly tries: number;
   /** What happened, in a few words. */
   readonly result: string;
-  /** Whether the requirement held. */
+  /** Whether the requirement held (never true for a case that did not run). */
   readonly held: boolean;
+  /** Set when the case could not run here: the table prints it as not held. */
+  readonly skipped?: boolean;
 }
 
 export const FIGURES_DIR = join(repoRoot(), 'test-results', 'fault');
@@ -36,6 +38,11 @@ export class Figures {
 
   add(row: FigureRow): void {
     this.rows.push(row);
+  }
+
+  /** Records a case that could not run here: 0 tries, not held, with the reason. */
+  skip(name: string, reason: string): void {
+    this.rows.push({ case: name, tries: 0, result: `not run: ${reason}`, held: false, skipped: true });
   }
 
   /** Writes test-results/fault/<name>.json (called from test.after.always). */
@@ -57,7 +64,7 @@ export function figuresTable(dir = FIGURES_DIR): string {
   return [
     '| case | tries | result | held |',
     '|---|---:|---|---|',
-    ...rows.map((r) => `| ${escape(r.case)} | ${r.tries} | ${escape(r.result)} | ${r.held ? 'yes' : '**no**'} |`),
+    ...rows.map((r) => `| ${escape(r.case)} | ${r.tries} | ${escape(r.result)} | ${r.skipped ? '**no** (skipped)' : r.held ? 'yes' : '**no**'} |`),
   ].join('\n');
 }
 

@@ -1,6 +1,10 @@
 /**
  * Where things are, for tests: the repository root, ../shared (real weights and TrashNet,
  * present on every developer machine and in CI), and temp folders that clean themselves.
+ *
+ * PIPELINE_SHARED_DIR=DIR looks for the shared folder at DIR instead of ../shared;
+ * `PIPELINE_SHARED_DIR=/nonexistent npm test` runs the suite as a machine without it would
+ * (every test that needs it is then reported as skipped).
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
@@ -22,7 +26,7 @@ function findRepoRoot(): string {
 }
 
 export const REPO_ROOT = findRepoRoot();
-export const SHARED_DIR = resolve(REPO_ROOT, '..', 'shared');
+export const SHARED_DIR = resolve(process.env.PIPELINE_SHARED_DIR ?? join(REPO_ROOT, '..', 'shared'));
 export const SHARED_PRESENT = existsSync(join(SHARED_DIR, 'models')) && existsSync(join(SHARED_DIR, 'datasets'));
 export const SHARED_MODEL_100 = join(SHARED_DIR, 'models', 'mobilenet_v2_1.00_224_no_top', 'model.json');
 export const SHARED_MODEL_035 = join(SHARED_DIR, 'models', 'mobilenet_v2_0.35_224_no_top', 'model.json');
@@ -30,31 +34,19 @@ export const TRASHNET_DIR = join(SHARED_DIR, 'datasets', 'trashnet');
 /** The CLI entry point (runs dist/pipeline/main.js, so `tsc` must have run). */
 export const PIPELINE_BIN = join(REPO_ROOT, 'bin', 'pipeline.js');
 
-/**
- * Registers a test that needs ../shared. Without it, a visibly named placeholder passes
- * and logs why, so a missing ../shared never looks like a green real test.
- */
+/** The title suffix of a test that cannot run without ../shared. */
+const NEEDS_SHARED = `(needs ../shared: ${SHARED_DIR} not found)`;
+
+/** Registers a test that needs ../shared; without it, ava reports the test as skipped, with the reason in its title. */
 export function testWithShared(title: string, fn: ImplementationFn<[]>): void {
-  if (SHARED_PRESENT) {
-    test(title, fn);
-  } else {
-    test(`${title} (skipped: ../shared not found)`, (t) => {
-      t.log(`skipped: ../shared not found at ${SHARED_DIR}`);
-      t.pass();
-    });
-  }
+  if (SHARED_PRESENT) test(title, fn);
+  else test.skip(`${title} ${NEEDS_SHARED}`, fn);
 }
 
 /** Same as testWithShared, for tests that must run one at a time. */
 export function serialTestWithShared(title: string, fn: ImplementationFn<[]>): void {
-  if (SHARED_PRESENT) {
-    test.serial(title, fn);
-  } else {
-    test.serial(`${title} (skipped: ../shared not found)`, (t) => {
-      t.log(`skipped: ../shared not found at ${SHARED_DIR}`);
-      t.pass();
-    });
-  }
+  if (SHARED_PRESENT) test.serial(title, fn);
+  else test.serial.skip(`${title} ${NEEDS_SHARED}`, fn);
 }
 
 /** A fresh temp folder, removed when the test ends (pass or fail). */

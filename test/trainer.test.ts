@@ -1,9 +1,11 @@
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs';
+import { readFile } from 'node:fs/promises';
 import { syntheticData } from '../bench/sweep.js';
+import { assembleKernels } from '../scripts/assemble-kernels.js';
 import { dropoutThreshold, glorotUniform, runStreams } from '../stages/sweep/random.js';
 import { trainReferenceOnOrder } from '../stages/sweep/reference.js';
-import { instantiateKernels, kernelModule } from '../stages/sweep/simd.js';
+import { KERNELS_WASM, Kernels, kernelModule } from '../stages/sweep/simd.js';
 import { type EarlyStopping, type HeadParams, type RunResult, type RunSpec, trainHeads } from '../stages/sweep/trainer.js';
 
 // The tf.layers reference runs on the cpu backend: exact float32 and no native code.
@@ -76,12 +78,12 @@ test.serial('shouldStop abandons the runs in progress and returns the runs finis
 
 test.serial('the dropout kernel keeps Bernoulli(1 - p) of the elements, scaled by 1 / (1 - p)', async (t) => {
   const memory = new WebAssembly.Memory({ initial: 4 });
-  const kernels = instantiateKernels(await kernelModule(), memory);
+  const kernels = new Kernels(await kernelModule(), memory);
   const n = 32768;
   const floats = new Float32Array(memory.buffer, 0, n).fill(1);
   runStreams({ key: 'mask', seed: 1 }).dropout.fill(new Uint8Array(memory.buffer), n * 4, n * 2);
   const { threshold, scale } = dropoutThreshold(0.2);
-  kernels.mask(0, n * 4, n * 4, threshold, scale);
+  kernels.mask({ data: 0, floats: n, random: n * 4, threshold, scale });
   const kept = floats.filter((v) => v !== 0);
   t.true(kept.every((v) => v === Math.fround(scale)));
   t.true(Math.abs(kept.length / n - 0.8) < 0.01, `kept ${kept.length / n}`);
@@ -93,14 +95,14 @@ const mul = (a: number, b: number) => Math.fround(a * b);
 
 test.serial('dense and outer reduce every output in the documented order, however outputs are grouped', async (t) => {
   const memory = new WebAssembly.Memory({ initial: 1 });
-  const kernels = instantiateKernels(await kernelModule(), memory);
+  const kernels = new Kernels(await kernelModule(), memory);
   const f32 = new Float32Array(memory.buffer);
   const [inputs, rows] = [24, 3];
   const random = runStreams({ key: 'kernels', seed: 1 }).init.uint32s(4096);
   f32.set(Float32Array.from(random, (u) => u / 2 ** 31 - 1)); // [-1, 1): cancellation makes the order visible
   const [x, w, bias, out] = [0, 1024, 2048, 3072]; // float offsets
   for (const units of [1, 2, 3, 4, 5, 6, 7]) {
-    kernels.dense(out * 4, x * 4, w * 4, bias * 4, rows, inputs * 4, units * 4);
+    kernels.dense({ out: out * 4, input: x * 4, kernel: w * 4, bias: bias * 4, rows, inputs, units });
     for (let r = 0; r < rows; r++) {
       for (let u = 0; u < units; u++) {
         // two f32x4 accumulators over alternate 4-float blocks, then (lane 0 + 1) + (lane 2 + 3), then the bias
@@ -111,7 +113,7 @@ test.serial('dense and outer reduce every output in the documented order, howeve
       }
     }
     // the kernel gradient: g[u, i] = sum_r d[r, u] * x[r, i], summed over r in order
-    kernels.outer(out * 4, w * 4, x * 4, rows, units * 4, inputs * 4, units * 4, inputs * 4, 4);
+    kernels.kernelGradient({ out: out * 4, outGrad: w * 4, input: x * 4, rows, inputs, units });
     for (let u = 0; u < units; u++) {
       for (let i = 0; i < inputs; i++) {
         let sum = 0;
@@ -120,4 +122,8 @@ test.serial('dense and outer reduce every output in the documented order, howeve
       }
     }
   }
+});
+
+test.serial('the kernels the build wrote are the assembly of the current WebAssembly text', async (t) => {
+  t.deepEqual(new Uint8Array(await readFile(KERNELS_WASM)), await assembleKernels());
 });

@@ -17,89 +17,20 @@
  * independent add chains in flight instead of two (one chain waits on add latency).
  */
 
-/** Rows x units of one dense block: 12 accumulators, within the 16 SIMD registers of x64. */
-const DENSE_ROWS = 4;
-const DENSE_UNITS = 3;
-/** Outer rows per pass of outer: 12 accumulators (6 x two 4-float halves of an 8-float column block). */
-const OUTER_UNITS = 6;
-
-const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-
-const denseBlockNames = () => range(DENSE_ROWS).flatMap((r) => range(DENSE_UNITS).map((u) => `$dense${r + 1}x${u + 1}`)).join(' ');
-
-/**
- * $denseRxU(out, x, w, bias, inBytes, outBytes): R rows x U units of dense. Each output has
- * one f32x4 accumulator that takes the 4-float blocks of its dot product in order; the
- * U weight blocks are loaded once for all R rows, and W is read once per R rows.
- */
-function denseBlock(rows: number, units: number): string {
-  const pairs = range(rows).flatMap((r) => range(units).map((u) => [r, u] as const));
-  const half = (h: number) => range(units).map((u) => `
-      (local.set $wv (v128.load offset=${16 * h} (local.get $w${u})))
-      ${range(rows).map((r) => `(local.set $a${r}_${u} (f32x4.add (local.get $a${r}_${u}) (f32x4.mul (v128.load offset=${16 * h} (local.get $x${r})) (local.get $wv))))`).join('\n      ')}`).join('');
-  return `
-  (func $dense${rows}x${units} (type $denseBlock) (param $out i32) (param $x i32) (param $w i32) (param $bias i32) (param $inBytes i32) (param $outBytes i32)
-    (local $end i32) (local $wv v128)
-    ${range(rows).map((r) => `(local $x${r} i32)`).join(' ')} ${range(units).map((u) => `(local $w${u} i32)`).join(' ')}
-    ${pairs.map(([r, u]) => `(local $a${r}_${u} v128)`).join(' ')}
-    ${range(rows).map((r) => `(local.set $x${r} (i32.add (local.get $x) (i32.mul (local.get $inBytes) (i32.const ${r}))))`).join('\n    ')}
-    ${range(units).map((u) => `(local.set $w${u} (i32.add (local.get $w) (i32.mul (local.get $inBytes) (i32.const ${u}))))`).join('\n    ')}
-    (local.set $end (i32.add (local.get $x0) (local.get $inBytes)))
-    (block $done (loop $next
-      (br_if $done (i32.ge_u (local.get $x0) (local.get $end)))${half(0)}${half(1)}
-      ${[...range(rows).map((r) => `$x${r}`), ...range(units).map((u) => `$w${u}`)].map((p) => `(local.set ${p} (i32.add (local.get ${p}) (i32.const 32)))`).join('\n      ')}
-      (br $next)))
-    ${pairs.map(([r, u]) => `(f32.store offset=${4 * u} (i32.add (local.get $out) (i32.mul (local.get $outBytes) (i32.const ${r})))
-      (f32.add (call $lanes (local.get $a${r}_${u})) (f32.load offset=${4 * u} (local.get $bias))))`).join('\n    ')})`;
-}
-
-const denseBlocks = () => range(DENSE_ROWS).flatMap((r) => range(DENSE_UNITS).map((u) => denseBlock(r + 1, u + 1))).join('\n');
-
-/**
- * $outerN(g, d, x, count, dStep, xStep, innerBytes, dOuterStep): g[u, :] = sum_i d[u * dOuterStep + i * dStep] * x[i * xStep, :]
- * for u < N (rows of g: innerBytes apart, i < count), summed over i in order, 8 floats of g at a time.
- */
-function outerGroup(n: number): string {
-  return `
-  (func $outer${n} (param $g i32) (param $d i32) (param $x i32) (param $count i32) (param $dStep i32) (param $xStep i32)
-      (param $innerBytes i32) (param $dOuterStep i32)
-    (local $blockEnd i32) (local $p i32) (local $dp i32) (local $dpEnd i32) (local $x0 v128) (local $x1 v128) (local $v v128)
-    ${range(n).map((u) => `(local $d${u} i32) (local $g${u} i32) (local $a${u}0 v128) (local $a${u}1 v128)`).join('\n    ')}
-    ${range(n).map((u) => `(local.set $d${u} (i32.mul (local.get $dOuterStep) (i32.const ${u})))
-    (local.set $g${u} (i32.add (local.get $g) (i32.mul (local.get $innerBytes) (i32.const ${u}))))`).join('\n    ')}
-    (local.set $blockEnd (i32.add (local.get $x) (local.get $innerBytes)))
-    (local.set $dpEnd (i32.add (local.get $d) (i32.mul (local.get $count) (local.get $dStep))))
-    (block $blocksDone (loop $nextBlock
-      (br_if $blocksDone (i32.ge_u (local.get $x) (local.get $blockEnd)))
-      ${range(n).map((u) => `(local.set $a${u}0 (v128.const i32x4 0 0 0 0)) (local.set $a${u}1 (v128.const i32x4 0 0 0 0))`).join('\n      ')}
-      (local.set $p (local.get $x))
-      (local.set $dp (local.get $d))
-      (block $done (loop $next
-        (br_if $done (i32.ge_u (local.get $dp) (local.get $dpEnd)))
-        (local.set $x0 (v128.load offset=0 (local.get $p)))
-        (local.set $x1 (v128.load offset=16 (local.get $p)))
-        ${range(n).map((u) => `(local.set $v (f32x4.splat (f32.load (i32.add (local.get $dp) (local.get $d${u})))))
-        (local.set $a${u}0 (f32x4.add (local.get $a${u}0) (f32x4.mul (local.get $v) (local.get $x0))))
-        (local.set $a${u}1 (f32x4.add (local.get $a${u}1) (f32x4.mul (local.get $v) (local.get $x1))))`).join('\n        ')}
-        (local.set $p (i32.add (local.get $p) (local.get $xStep)))
-        (local.set $dp (i32.add (local.get $dp) (local.get $dStep)))
-        (br $next)))
-      ${range(n).map((u) => `(v128.store offset=0 (local.get $g${u}) (local.get $a${u}0))
-      (v128.store offset=16 (local.get $g${u}) (local.get $a${u}1))
-      (local.set $g${u} (i32.add (local.get $g${u}) (i32.const 32)))`).join('\n      ')}
-      (local.set $x (i32.add (local.get $x) (i32.const 32)))
-      (br $nextBlock))))`;
-}
+/** The lines `line(u)` for each unit u of a three-unit group. */
+const forEachOfThree = (line: (u: number) => string) => [0, 1, 2].map(line).join('\n');
 
 export const KERNELS_WAT = String.raw`
 (module
   (memory (import "env" "memory") 1)
 
-  ;; (lane 0 + lane 1) + (lane 2 + lane 3) of a
-  (func $lanes (param $a v128) (result f32)
+  ;; (lane 0 + lane 1) + (lane 2 + lane 3) of a + b
+  (func $sum (param $a v128) (param $b v128) (result f32)
+    (local $s v128)
+    (local.set $s (f32x4.add (local.get $a) (local.get $b)))
     (f32.add
-      (f32.add (f32x4.extract_lane 0 (local.get $a)) (f32x4.extract_lane 1 (local.get $a)))
-      (f32.add (f32x4.extract_lane 2 (local.get $a)) (f32x4.extract_lane 3 (local.get $a)))))
+      (f32.add (f32x4.extract_lane 0 (local.get $s)) (f32x4.extract_lane 1 (local.get $s)))
+      (f32.add (f32x4.extract_lane 2 (local.get $s)) (f32x4.extract_lane 3 (local.get $s)))))
 
   ;; mask(x, end, random, threshold, scale): inverted dropout in place on floats [x, end).
   ;; Each float has its own uint16 in random; it is kept (and scaled) iff random >= threshold.
@@ -134,66 +65,146 @@ export const KERNELS_WAT = String.raw`
       (local.set $rows (i32.add (local.get $rows) (i32.const 4)))
       (br $next))))
 
-  ;; dense blocks: out[r, u] = bias[u] + x[r, :] . w[u, :] for R rows (inBytes apart in x,
-  ;; outBytes apart in out) x U units (rows of w, inBytes apart), one function per (R, U),
-  ;; in the table at (R - 1) * ${DENSE_UNITS} + U - 1
-  (type $denseBlock (func (param i32 i32 i32 i32 i32 i32)))
-  (table ${DENSE_ROWS * DENSE_UNITS} funcref)
-  (elem (i32.const 0) ${denseBlockNames()})
-${denseBlocks()}
+  ;; out[u] = bias[u] + x . w[u, :] for u = 0, 1, 2 (rows of w: inBytes apart)
+  (func $dot3 (param $out i32) (param $x i32) (param $w i32) (param $bias i32) (param $inBytes i32)
+    (local $end i32) (local $x0 v128) (local $x1 v128)
+    ${forEachOfThree((u) => `(local $w${u} i32) (local $a${u}0 v128) (local $a${u}1 v128)`)}
+    (local.set $end (i32.add (local.get $x) (local.get $inBytes)))
+    (local.set $w0 (local.get $w))
+    (local.set $w1 (i32.add (local.get $w0) (local.get $inBytes)))
+    (local.set $w2 (i32.add (local.get $w1) (local.get $inBytes)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $x) (local.get $end)))
+      (local.set $x0 (v128.load offset=0 (local.get $x)))
+      (local.set $x1 (v128.load offset=16 (local.get $x)))
+      ${forEachOfThree((u) => `
+      (local.set $a${u}0 (f32x4.add (local.get $a${u}0) (f32x4.mul (local.get $x0) (v128.load offset=0 (local.get $w${u})))))
+      (local.set $a${u}1 (f32x4.add (local.get $a${u}1) (f32x4.mul (local.get $x1) (v128.load offset=16 (local.get $w${u})))))
+      (local.set $w${u} (i32.add (local.get $w${u}) (i32.const 32)))`)}
+      (local.set $x (i32.add (local.get $x) (i32.const 32)))
+      (br $next)))
+    ${forEachOfThree((u) => `(f32.store offset=${4 * u} (local.get $out)
+      (f32.add (call $sum (local.get $a${u}0) (local.get $a${u}1)) (f32.load offset=${4 * u} (local.get $bias))))`)})
 
-  ;; dense(out, x, w, bias, rows, inBytes, outBytes): out[r, u] = bias[u] + x[r, :] . w[u, :],
-  ;; in blocks of ${DENSE_ROWS} rows x ${DENSE_UNITS} units (smaller at the edges)
+  ;; out[0] = bias[0] + x . w[0, :]
+  (func $dot1 (param $out i32) (param $x i32) (param $w i32) (param $bias i32) (param $inBytes i32)
+    (local $end i32) (local $a0 v128) (local $a1 v128)
+    (local.set $end (i32.add (local.get $x) (local.get $inBytes)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $x) (local.get $end)))
+      (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (v128.load offset=0 (local.get $x)) (v128.load offset=0 (local.get $w)))))
+      (local.set $a1 (f32x4.add (local.get $a1) (f32x4.mul (v128.load offset=16 (local.get $x)) (v128.load offset=16 (local.get $w)))))
+      (local.set $w (i32.add (local.get $w) (i32.const 32)))
+      (local.set $x (i32.add (local.get $x) (i32.const 32)))
+      (br $next)))
+    (f32.store (local.get $out) (f32.add (call $sum (local.get $a0) (local.get $a1)) (f32.load (local.get $bias)))))
+
+  ;; dense(out, x, w, bias, rows, inBytes, outBytes): out[r, u] = bias[u] + x[r, :] . w[u, :]
   (func (export "dense") (param $out i32) (param $x i32) (param $w i32) (param $bias i32) (param $rows i32)
       (param $inBytes i32) (param $outBytes i32)
-    (local $r i32) (local $u i32) (local $blockRows i32) (local $blockUnits i32)
-    (block $rowsDone (loop $nextRows
-      (br_if $rowsDone (i32.ge_u (local.get $r) (local.get $rows)))
-      (local.set $blockRows (i32.sub (local.get $rows) (local.get $r)))
-      (if (i32.gt_u (local.get $blockRows) (i32.const ${DENSE_ROWS})) (then (local.set $blockRows (i32.const ${DENSE_ROWS}))))
+    (local $xEnd i32) (local $u i32) (local $groupsEnd i32)
+    (local.set $xEnd (i32.add (local.get $x) (i32.mul (local.get $rows) (local.get $inBytes))))
+    ;; units [0, groupsEnd) (u in bytes) go three at a time, the rest one by one
+    (local.set $groupsEnd (i32.sub (local.get $outBytes) (i32.rem_u (local.get $outBytes) (i32.const 12))))
+    (block $rowsDone (loop $nextRow
+      (br_if $rowsDone (i32.ge_u (local.get $x) (local.get $xEnd)))
       (local.set $u (i32.const 0))
       (block $unitsDone (loop $nextUnits
         (br_if $unitsDone (i32.ge_u (local.get $u) (local.get $outBytes)))
-        (local.set $blockUnits (i32.shr_u (i32.sub (local.get $outBytes) (local.get $u)) (i32.const 2)))
-        (if (i32.gt_u (local.get $blockUnits) (i32.const ${DENSE_UNITS})) (then (local.set $blockUnits (i32.const ${DENSE_UNITS}))))
-        (call_indirect (type $denseBlock)
-          (i32.add (i32.add (local.get $out) (i32.mul (local.get $r) (local.get $outBytes))) (local.get $u))
-          (i32.add (local.get $x) (i32.mul (local.get $r) (local.get $inBytes)))
-          (i32.add (local.get $w) (i32.mul (i32.shr_u (local.get $u) (i32.const 2)) (local.get $inBytes)))
-          (i32.add (local.get $bias) (local.get $u))
-          (local.get $inBytes) (local.get $outBytes)
-          (i32.add (i32.mul (i32.sub (local.get $blockRows) (i32.const 1)) (i32.const ${DENSE_UNITS}))
-            (i32.sub (local.get $blockUnits) (i32.const 1))))
-        (local.set $u (i32.add (local.get $u) (i32.const ${DENSE_UNITS * 4})))
+        (if (i32.lt_u (local.get $u) (local.get $groupsEnd))
+          (then
+            (call $dot3 (i32.add (local.get $out) (local.get $u)) (local.get $x)
+              (i32.add (local.get $w) (i32.mul (local.get $u) (i32.shr_u (local.get $inBytes) (i32.const 2))))
+              (i32.add (local.get $bias) (local.get $u)) (local.get $inBytes))
+            (local.set $u (i32.add (local.get $u) (i32.const 12))))
+          (else
+            (call $dot1 (i32.add (local.get $out) (local.get $u)) (local.get $x)
+              (i32.add (local.get $w) (i32.mul (local.get $u) (i32.shr_u (local.get $inBytes) (i32.const 2))))
+              (i32.add (local.get $bias) (local.get $u)) (local.get $inBytes))
+            (local.set $u (i32.add (local.get $u) (i32.const 4)))))
         (br $nextUnits)))
-      (local.set $r (i32.add (local.get $r) (i32.const ${DENSE_ROWS})))
-      (br $nextRows))))
+      (local.set $out (i32.add (local.get $out) (local.get $outBytes)))
+      (local.set $x (i32.add (local.get $x) (local.get $inBytes)))
+      (br $nextRow))))
 
-${outerGroup(OUTER_UNITS)}
+  ;; g[u, :] = sum_i d[u * dOuterStep + i * dStep] * x[i * xStep, :] for u = 0, 1, 2
+  ;; (rows of g: innerBytes apart, i < count)
+  (func $outer3 (param $g i32) (param $d i32) (param $x i32) (param $count i32) (param $dStep i32) (param $xStep i32)
+      (param $innerBytes i32) (param $dOuterStep i32)
+    (local $blockEnd i32) (local $p i32) (local $dp i32) (local $dpEnd i32) (local $x0 v128) (local $x1 v128)
+    ${forEachOfThree((u) => `(local $d${u} i32) (local $g${u} i32) (local $v${u} v128) (local $a${u}0 v128) (local $a${u}1 v128)`)}
+    ${forEachOfThree((u) => `(local.set $d${u} (i32.mul (local.get $dOuterStep) (i32.const ${u})))
+    (local.set $g${u} (i32.add (local.get $g) (i32.mul (local.get $innerBytes) (i32.const ${u}))))`)}
+    (local.set $blockEnd (i32.add (local.get $x) (local.get $innerBytes)))
+    (local.set $dpEnd (i32.add (local.get $d) (i32.mul (local.get $count) (local.get $dStep))))
+    (block $blocksDone (loop $nextBlock
+      (br_if $blocksDone (i32.ge_u (local.get $x) (local.get $blockEnd)))
+      ${forEachOfThree((u) => `(local.set $a${u}0 (v128.const i32x4 0 0 0 0)) (local.set $a${u}1 (v128.const i32x4 0 0 0 0))`)}
+      (local.set $p (local.get $x))
+      (local.set $dp (local.get $d))
+      (block $done (loop $next
+        (br_if $done (i32.ge_u (local.get $dp) (local.get $dpEnd)))
+        (local.set $x0 (v128.load offset=0 (local.get $p)))
+        (local.set $x1 (v128.load offset=16 (local.get $p)))
+        ${forEachOfThree((u) => `
+        (local.set $v${u} (f32x4.splat (f32.load (i32.add (local.get $dp) (local.get $d${u})))))
+        (local.set $a${u}0 (f32x4.add (local.get $a${u}0) (f32x4.mul (local.get $v${u}) (local.get $x0))))
+        (local.set $a${u}1 (f32x4.add (local.get $a${u}1) (f32x4.mul (local.get $v${u}) (local.get $x1))))`)}
+        (local.set $p (i32.add (local.get $p) (local.get $xStep)))
+        (local.set $dp (i32.add (local.get $dp) (local.get $dStep)))
+        (br $next)))
+      ${forEachOfThree((u) => `(v128.store offset=0 (local.get $g${u}) (local.get $a${u}0))
+      (v128.store offset=16 (local.get $g${u}) (local.get $a${u}1))
+      (local.set $g${u} (i32.add (local.get $g${u}) (i32.const 32)))`)}
+      (local.set $x (i32.add (local.get $x) (i32.const 32)))
+      (br $nextBlock))))
 
-${outerGroup(1)}
+  ;; g[0, :] = sum_i d[i * dStep] * x[i * xStep, :] for i < count
+  (func $outer1 (param $g i32) (param $d i32) (param $x i32) (param $count i32) (param $dStep i32) (param $xStep i32)
+      (param $innerBytes i32)
+    (local $blockEnd i32) (local $p i32) (local $dp i32) (local $dpEnd i32) (local $v v128) (local $a0 v128) (local $a1 v128)
+    (local.set $blockEnd (i32.add (local.get $x) (local.get $innerBytes)))
+    (local.set $dpEnd (i32.add (local.get $d) (i32.mul (local.get $count) (local.get $dStep))))
+    (block $blocksDone (loop $nextBlock
+      (br_if $blocksDone (i32.ge_u (local.get $x) (local.get $blockEnd)))
+      (local.set $a0 (v128.const i32x4 0 0 0 0))
+      (local.set $a1 (v128.const i32x4 0 0 0 0))
+      (local.set $p (local.get $x))
+      (local.set $dp (local.get $d))
+      (block $done (loop $next
+        (br_if $done (i32.ge_u (local.get $dp) (local.get $dpEnd)))
+        (local.set $v (f32x4.splat (f32.load (local.get $dp))))
+        (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (local.get $v) (v128.load offset=0 (local.get $p)))))
+        (local.set $a1 (f32x4.add (local.get $a1) (f32x4.mul (local.get $v) (v128.load offset=16 (local.get $p)))))
+        (local.set $p (i32.add (local.get $p) (local.get $xStep)))
+        (local.set $dp (i32.add (local.get $dp) (local.get $dStep)))
+        (br $next)))
+      (v128.store offset=0 (local.get $g) (local.get $a0))
+      (v128.store offset=16 (local.get $g) (local.get $a1))
+      (local.set $g (i32.add (local.get $g) (i32.const 32)))
+      (local.set $x (i32.add (local.get $x) (i32.const 32)))
+      (br $nextBlock))))
 
   ;; outer(g, d, x, count, dStep, xStep, outerBytes, innerBytes, dOuterStep): for each of the
   ;; outer rows o (d advancing by dOuterStep over outerBytes), g[o, :] = sum_i d[o][i * dStep] * x[i * xStep, :].
   ;; With d = dOut (dStep = a row) and x = input rows it is the kernel gradient dW[u, :] = sum_r dOut[r, u] x[r, :];
   ;; with d = dOut rows (dStep = 4) and x = W it is the input gradient dX[r, :] = sum_u dOut[r, u] W[u, :].
-  ;; Outer rows go ${OUTER_UNITS} at a time, the rest one by one.
   (func (export "outer") (param $g i32) (param $d i32) (param $x i32) (param $count i32) (param $dStep i32)
       (param $xStep i32) (param $outerBytes i32) (param $innerBytes i32) (param $dOuterStep i32)
     (local $dEnd i32) (local $groupBytes i32)
     (local.set $dEnd (i32.add (local.get $d) (local.get $outerBytes)))
-    (local.set $groupBytes (i32.mul (local.get $dOuterStep) (i32.const ${OUTER_UNITS})))
+    (local.set $groupBytes (i32.mul (local.get $dOuterStep) (i32.const 3)))
     (block $done (loop $next
       (br_if $done (i32.ge_u (local.get $d) (local.get $dEnd)))
       (if (i32.le_u (i32.add (local.get $d) (local.get $groupBytes)) (local.get $dEnd))
         (then
-          (call $outer${OUTER_UNITS} (local.get $g) (local.get $d) (local.get $x) (local.get $count) (local.get $dStep)
+          (call $outer3 (local.get $g) (local.get $d) (local.get $x) (local.get $count) (local.get $dStep)
             (local.get $xStep) (local.get $innerBytes) (local.get $dOuterStep))
-          (local.set $g (i32.add (local.get $g) (i32.mul (local.get $innerBytes) (i32.const ${OUTER_UNITS}))))
+          (local.set $g (i32.add (local.get $g) (i32.mul (local.get $innerBytes) (i32.const 3))))
           (local.set $d (i32.add (local.get $d) (local.get $groupBytes))))
         (else
           (call $outer1 (local.get $g) (local.get $d) (local.get $x) (local.get $count) (local.get $dStep)
-            (local.get $xStep) (local.get $innerBytes) (local.get $dOuterStep))
+            (local.get $xStep) (local.get $innerBytes))
           (local.set $g (i32.add (local.get $g) (local.get $innerBytes)))
           (local.set $d (i32.add (local.get $d) (local.get $dOuterStep)))))
       (br $next))))

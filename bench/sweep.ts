@@ -122,15 +122,31 @@ function winner(results: RunResult[]): string {
     `test acc ${(100 * mean(runs, (r) => r.test.accuracy)).toFixed(2)}% (mean of ${runs.length} seeds)`;
 }
 
-async function timeSweep(data: TrainData, runs: RunSpec[], repeats: number, workers?: number): Promise<{ seconds: number[]; results: RunResult[] }> {
+/**
+ * Wall seconds and CPU seconds (all threads of the process, user + system) of `work`. On a
+ * machine shared with other jobs, CPU seconds say what the work costs; wall seconds also
+ * count the time other processes held the cores.
+ */
+export async function measure<T>(work: () => Promise<T>): Promise<{ result: T; wall: number; cpu: number }> {
+  const [wallStart, cpuStart] = [performance.now(), process.cpuUsage()];
+  const result = await work();
+  const cpu = process.cpuUsage(cpuStart);
+  return { result, wall: (performance.now() - wallStart) / 1000, cpu: (cpu.user + cpu.system) / 1e6 };
+}
+
+const list = (values: number[]) => values.map((s) => s.toFixed(2)).join(', ');
+
+async function timeSweep(data: TrainData, runs: RunSpec[], repeats: number, workers?: number): Promise<{ seconds: number[]; cpu: number[]; results: RunResult[] }> {
   const seconds: number[] = [];
+  const cpu: number[] = [];
   let results: RunResult[] = [];
   for (let i = 0; i < repeats; i++) {
-    const started = performance.now();
-    results = await trainHeads(data, runs, EARLY, { workers });
-    seconds.push((performance.now() - started) / 1000);
+    const timed = await measure(() => trainHeads(data, runs, EARLY, { workers }));
+    results = timed.result;
+    seconds.push(timed.wall);
+    cpu.push(timed.cpu);
   }
-  return { seconds, results };
+  return { seconds, cpu, results };
 }
 
 /**
@@ -138,17 +154,20 @@ async function timeSweep(data: TrainData, runs: RunSpec[], repeats: number, work
  * for BATCHED_EPOCHS epochs (no early stopping, so every epoch computes all runs), REPEATS
  * times; seconds per run-epoch, to scale to the run-epochs the sweep trainer ran.
  */
-async function timeBatched(data: TrainData, runs: RunSpec[]): Promise<{ secondsPerRunEpoch: number; note: string }> {
+async function timeBatched(data: TrainData, runs: RunSpec[]): Promise<{ secondsPerRunEpoch: number; cpuPerRunEpoch: number; note: string }> {
   const short = runs.map((r) => ({ ...r, params: { ...r.params, epochs: BATCHED_EPOCHS } }));
   const perRunEpoch: number[] = [];
+  const cpuPerRunEpoch: number[] = [];
   for (let i = 0; i < REPEATS; i++) {
-    const { seconds, runEpochs } = await trainBatched(tf, data, short, { monitor: 'val_loss', patience: 0 });
-    perRunEpoch.push(seconds / runEpochs);
+    const { result, wall, cpu } = await measure(() => trainBatched(tf, data, short, { monitor: 'val_loss', patience: 0 }));
+    perRunEpoch.push(wall / result.runEpochs);
+    cpuPerRunEpoch.push(cpu / result.runEpochs);
   }
-  const perEpoch = perRunEpoch.map((s) => s * runs.length);
   return {
     secondsPerRunEpoch: median(perRunEpoch),
-    note: `${runs.length} runs x ${BATCHED_EPOCHS} epochs, ${REPEATS} times: ${perEpoch.map((s) => s.toFixed(2)).join(', ')} s per epoch of all runs`,
+    cpuPerRunEpoch: median(cpuPerRunEpoch),
+    note: `${runs.length} runs x ${BATCHED_EPOCHS} epochs, ${REPEATS} times: ${list(perRunEpoch.map((s) => s * runs.length))} s ` +
+      `(CPU ${list(cpuPerRunEpoch.map((s) => s * runs.length))} s) per epoch of all runs`,
   };
 }
 
@@ -188,24 +207,25 @@ export async function run(): Promise<void> {
   const { data, source } = await loadData();
   const runs = defaultSweep();
   console.log(`${source}; ${data.train.y.length}/${data.val.y.length}/${data.test.y.length} rows, dim ${data.dim}, ${runs.length} runs`);
-  const { seconds, results } = await timeSweep(data, runs, REPEATS);
+  const { seconds, cpu, results } = await timeSweep(data, runs, REPEATS);
   const epochs = results.reduce((sum, r) => sum + r.epochsRun, 0);
   const simd = median(seconds);
   console.log(`sweep trainer [${workerCount(runs.length)} worker threads, SIMD kernels, one run per thread at a time; no tfjs]: median ${simd.toFixed(2)} s ` +
-    `of ${seconds.map((s) => s.toFixed(2)).join(', ')} (${epochs} run-epochs)`);
+    `of ${list(seconds)}; CPU ${list(cpu)} s (${epochs} run-epochs)`);
   console.log(`  ${winner(results)}`);
   const single = await timeSweep(data, runs, REPEATS, 1);
-  console.log(`sweep trainer [1 worker thread]: median ${median(single.seconds).toFixed(2)} s of ${single.seconds.map((s) => s.toFixed(2)).join(', ')}`);
+  console.log(`sweep trainer [1 worker thread]: median ${median(single.seconds).toFixed(2)} s of ${list(single.seconds)}; CPU ${list(single.cpu)} s`);
 
   const batchedBackends = [await tfjsNodeBackend(), 'wasm'].filter((b): b is string => b !== null);
   for (const backend of batchedBackends) {
     await tf.setBackend(backend);
     const batched = await timeBatched(data, runs);
     const estimate = batched.secondsPerRunEpoch * epochs;
+    const cpuEstimate = batched.cpuPerRunEpoch * epochs;
     console.log(`batched tfjs head [all runs as [runs, batch, dim] x [runs, dim, classes] matmuls, tfjs ${backend}, 1 thread]: ` +
-      `${(batched.secondsPerRunEpoch * 1000).toFixed(1)} ms per run-epoch (${batched.note}); x ${epochs} run-epochs = ${estimate.toFixed(1)} s`);
-    console.log(`ratio batched tfjs ${backend} / sweep trainer: ${(estimate / simd).toFixed(1)}x (2 threads); ` +
-      `${(estimate / median(single.seconds)).toFixed(1)}x against the sweep trainer on 1 thread`);
+      `${(batched.secondsPerRunEpoch * 1000).toFixed(1)} ms per run-epoch (${batched.note}); x ${epochs} run-epochs = ${estimate.toFixed(1)} s, CPU ${cpuEstimate.toFixed(1)} s`);
+    console.log(`ratio batched tfjs ${backend} / sweep trainer: wall ${(estimate / simd).toFixed(1)}x (sweep trainer on 2 threads), ` +
+      `${(estimate / median(single.seconds)).toFixed(1)}x (on 1 thread); CPU ${(cpuEstimate / median(cpu)).toFixed(1)}x`);
   }
   // The sweep's tfjs backend when libtensorflow is absent.
   await tf.setBackend('wasm');

@@ -6,6 +6,7 @@ import { run as engines } from './extract-engines.js';
 import { run as extract } from './extract.js';
 import { describeMachine } from './machine.js';
 import { run as sweep } from './sweep.js';
+import { run as trainerRecipe } from './trainer-recipe.js';
 
 interface Benchmark {
   readonly name: string;
@@ -16,6 +17,7 @@ const BENCHMARKS: Benchmark[] = [
   { name: 'extract', run: extract },
   { name: 'engines', run: engines },
   { name: 'sweep', run: sweep },
+  { name: 'trainer-recipe', run: trainerRecipe },
 ];
 
 const only = process.argv.slice(2);

@@ -9,7 +9,7 @@
  */
 import { dropoutThreshold, glorotUniform, runStreams, type RandomStream } from './random.js';
 import type { Split } from '../../data/dataset.js';
-import { instantiateKernels, type Kernels } from './simd.js';
+import { Kernels } from './simd.js';
 import type { HeadParams, RunSpec, TrainData } from './trainer.js';
 
 const BETA1 = 0.9;
@@ -109,7 +109,7 @@ export class HeadTrainer {
     this.u8 = new Uint8Array(memory.buffer);
     for (const split of ['train', 'val', 'test'] as const) this.f32.set(data[split].x, this.at.x[split] / 4);
     this.probabilities = new Float64Array(data.classes);
-    this.kernels = instantiateKernels(module, memory);
+    this.kernels = new Kernels(module, memory);
   }
 
   /** Starts `spec` in the memory (replacing the previous run): Glorot-uniform kernels, zero biases and slots. */
@@ -170,10 +170,10 @@ export class HeadTrainer {
     return stats;
   }
 
-  /** Logits [rows, classes] of the current parameters on a whole split, batch by batch through the scratch. */
+  /** Logits [rows, classes] of the current parameters on every row (every view) of a split, batch by batch through the scratch. */
   logits(split: Split): Float32Array {
     const { classes, dim } = this.data;
-    const rows = this.data[split].y.length;
+    const rows = this.data[split].x.length / dim; // images x views
     const out = new Float32Array(rows * classes);
     const [first, second] = this.params.layers;
     for (let start = 0; start < rows; start += this.shape.batchSize) {
@@ -195,7 +195,7 @@ export class HeadTrainer {
   private step(run: HeadRun, start: number, count: number, stats: BatchStats): void {
     const { input, hidden, logits, logitsGrad, hiddenGrad } = this.at;
     const dim = this.data.dim;
-    this.kernels.gather(input, this.at.x.train, this.at.order + start * 4, count, dim * 4);
+    this.kernels.gather({ out: input, source: this.at.x.train, order: this.at.order + start * 4, count, rowFloats: dim });
     this.applyDropout(run, input, count * dim);
     const [first, second] = this.params.layers;
     if (second) {
@@ -220,12 +220,12 @@ export class HeadTrainer {
   private applyDropout(run: HeadRun, at: number, floats: number): void {
     if (!run.dropout) return;
     run.dropoutStream.fill(this.u8, this.at.random, floats * 2);
-    this.kernels.mask(at, at + floats * 4, this.at.random, run.dropout.threshold, run.dropout.scale);
+    this.kernels.mask({ data: at, floats, random: this.at.random, ...run.dropout });
   }
 
   private dense(layer: Layer, input: number, output: number, rows: number): void {
-    this.kernels.dense(output, input, this.at.params + layer.kernel * 4, this.at.params + layer.bias * 4,
-      rows, layer.inputs * 4, layer.units * 4);
+    this.kernels.dense({ out: output, input, kernel: this.at.params + layer.kernel * 4, bias: this.at.params + layer.bias * 4,
+      rows, inputs: layer.inputs, units: layer.units });
   }
 
   private relu(at: number, floats: number): void {
@@ -261,7 +261,7 @@ export class HeadTrainer {
   /** dKernel[u, :] = sum_r dOut[r, u] input[r, :]; dBias[u] = sum_r dOut[r, u]. */
   private kernelAndBiasGrad(layer: Layer, outGrad: number, input: number, rows: number): void {
     const { inputs, units } = layer;
-    this.kernels.outer(this.at.grads + layer.kernel * 4, outGrad, input, rows, units * 4, inputs * 4, units * 4, inputs * 4, 4);
+    this.kernels.kernelGradient({ out: this.at.grads + layer.kernel * 4, outGrad, input, rows, inputs, units });
     const bias = this.at.grads / 4 + layer.bias;
     for (let u = 0; u < units; u++) {
       let sum = 0;
@@ -276,8 +276,8 @@ export class HeadTrainer {
    */
   private hiddenGradient(run: HeadRun, second: Layer, rows: number): void {
     const { inputs, units } = second;
-    this.kernels.outer(this.at.hiddenGrad, this.at.logitsGrad, this.at.params + second.kernel * 4, units, 4, inputs * 4,
-      rows * units * 4, inputs * 4, units * 4);
+    this.kernels.inputGradient({ out: this.at.hiddenGrad, outGrad: this.at.logitsGrad, kernel: this.at.params + second.kernel * 4,
+      rows, inputs, units });
     const scale = run.dropout?.scale ?? 1;
     const grad = this.at.hiddenGrad / 4;
     const activation = this.at.hidden / 4;
@@ -288,25 +288,22 @@ export class HeadTrainer {
 
   private update(run: HeadRun): void {
     const { params, grads, slots } = this.at;
-    const { learningRate: lr, weightDecay } = run.spec.params;
-    const kernelsEnd = params + this.params.kernelFloats * 4;
-    const end = params + this.params.floats * 4;
-    const slotBytes = this.params.floats * 4;
+    const { learningRate, weightDecay } = run.spec.params;
+    const { kernelFloats, floats } = this.params;
     // Keras l2(weightDecay) adds weightDecay * sum(w^2) to the loss: gradient 2 * weightDecay * w, kernels only.
-    const ranges: [number, number, number][] = [[params, kernelsEnd, 2 * weightDecay], [kernelsEnd, end, 0]];
-    const f = Math.fround;
-    for (const [start, stop, l2] of ranges) {
-      const at = start - params;
+    const blocks = [{ first: 0, floats: kernelFloats, l2: 2 * weightDecay }, { first: kernelFloats, floats: floats - kernelFloats, l2: 0 }];
+    for (const { first, floats: count, l2 } of blocks) {
+      const block = { params: params + first * 4, grads: grads + first * 4, floats: count, learningRate, l2 };
       switch (this.shape.optimizer) {
         case 'adam':
-          this.kernels.adam(start, stop, grads + at, slots + at, slots + slotBytes + at, -lr, BETA1, f(1 - BETA1),
-            BETA2, f(1 - BETA2), f(1 - run.accBeta1), f(1 - run.accBeta2), EPSILON, l2);
+          this.kernels.adam({ ...block, m: slots + first * 4, v: slots + (floats + first) * 4, beta1: BETA1, beta2: BETA2,
+            accBeta1: run.accBeta1, accBeta2: run.accBeta2, epsilon: EPSILON });
           break;
         case 'rmsprop':
-          this.kernels.rmsprop(start, stop, grads + at, slots + at, lr, RMSPROP_RHO, f(1 - RMSPROP_RHO), EPSILON, l2);
+          this.kernels.rmsprop({ ...block, meanSquare: slots + first * 4, rho: RMSPROP_RHO, epsilon: EPSILON });
           break;
         case 'sgd':
-          this.kernels.sgd(start, stop, grads + at, -lr, l2);
+          this.kernels.sgd(block);
       }
     }
     run.accBeta1 = Math.fround(run.accBeta1 * BETA1);

@@ -1,6 +1,7 @@
 /**
  * The plain way to train one head at a time with tf.layers: the yardstick the sweep
- * trainer is checked against (same math with dropout 0, see test/trainer.test.ts) and
+ * trainer is checked against (same math with dropout 0 for every optimizer, L2, label
+ * smoothing, class weights and the hidden layer, see test/trainer.test.ts) and
  * timed against (bench/sweep.ts).
  */
 import type * as tfjs from '@tensorflow/tfjs';
@@ -90,13 +91,20 @@ export async function trainReference(tf: Tf, data: TrainData, run: RunSpec, earl
   return { bestEpoch: chosen.epoch, epochsRun, valLoss: chosen.loss, valAccuracy: chosen.accuracy, testAccuracy, seconds: (performance.now() - started) / 1000 };
 }
 
-export interface BatchOrderCurves { trainLoss: number[]; valLoss: number[] }
+export interface BatchOrderCurves {
+  /** per epoch, the batch-size-weighted mean of the training loss tf.layers reports (with smoothing, class weights and L2 penalty) */
+  trainLoss: number[];
+  /** per epoch, plain categorical cross-entropy on val (clipped like Keras), as the sweep trainer reports it */
+  valLoss: number[];
+  /** per epoch, the weights after it: kernel, bias of each dense layer in turn, Keras layout */
+  weights: Float32Array[][];
+}
 
 /**
- * The reference fed a given initial state and batch order (model.trainOnBatch), for
- * comparing the sweep trainer step for step: `kernels` in Keras layout per dense layer
- * (biases start at zero), `orders[e]` the training-row order of epoch e + 1.
- * Returns the batch-size-weighted mean training loss and the val loss of each epoch.
+ * The reference fed a given initial state and batch order, for comparing the sweep trainer
+ * step for step: `kernels` in Keras layout per dense layer (biases start at zero),
+ * `orders[e]` the training-row order of epoch e + 1. Each batch is one model.fit call of one
+ * batch, so class weights go through tf.layers' own classWeight path.
  */
 export async function trainReferenceOnOrder(tf: Tf, data: TrainData, params: HeadParams, kernels: Float32Array[],
   orders: Int32Array[]): Promise<BatchOrderCurves> {
@@ -106,24 +114,27 @@ export async function trainReferenceOnOrder(tf: Tf, data: TrainData, params: Hea
     const [kernel, bias] = layer.getWeights();
     layer.setWeights([tf.tensor(kernels[i], kernel.shape), tf.zerosLike(bias)]);
   });
-  const curves: BatchOrderCurves = { trainLoss: [], valLoss: [] };
-  const [valX, valY] = [tf.tensor2d(data.val.x, [data.val.y.length, data.dim]), oneHot(tf, data.val.y, data.classes)];
+  const classWeight = params.classWeight === 'balanced' ? balancedClassWeight(data.train.y, data.classes) : undefined;
+  const curves: BatchOrderCurves = { trainLoss: [], valLoss: [], weights: [] };
+  const valX = tf.tensor2d(data.val.x, [data.val.y.length, data.dim]);
   for (const order of orders) {
     let lossSum = 0;
     for (let start = 0; start < order.length; start += params.batchSize) {
       const rows = order.subarray(start, start + params.batchSize);
       const x = tf.tensor2d(gatherRows(data.train.x, data.dim, rows), [rows.length, data.dim]);
       const y = oneHot(tf, Int32Array.from(rows, (r) => data.train.y[r]), data.classes);
-      const [loss] = (await model.trainOnBatch(x, y)) as number[];
-      lossSum += loss * rows.length;
+      const history = await model.fit(x, y, { batchSize: rows.length, epochs: 1, shuffle: false, verbose: 0, classWeight });
+      lossSum += (history.history.loss[0] as number) * rows.length;
       tf.dispose([x, y]);
     }
     curves.trainLoss.push(lossSum / order.length);
-    const scores = model.evaluate(valX, valY) as tfjs.Scalar[];
-    curves.valLoss.push(scores[0].dataSync()[0]);
-    tf.dispose(scores);
+    const probabilities = tf.tidy(() => model.predict(valX) as tfjs.Tensor).dataSync();
+    let valLoss = 0;
+    data.val.y.forEach((label, i) => { valLoss -= Math.log(Math.min(Math.max(probabilities[i * data.classes + label], EPSILON), 1 - EPSILON)); });
+    curves.valLoss.push(valLoss / data.val.y.length);
+    curves.weights.push(dense.flatMap((layer) => layer.getWeights().map((w) => w.dataSync() as Float32Array)));
   }
-  tf.dispose([valX, valY]);
+  tf.dispose(valX);
   model.optimizer.dispose();
   model.dispose();
   return curves;

@@ -28,40 +28,54 @@ export interface HeadParams {
   classWeight: 'none' | 'balanced';
 }
 export interface RunSpec { key: string; params: HeadParams; seed: number }
-export interface SplitData { x: Float32Array /* n x dim, row-major */; y: Int32Array /* class index */ }
-/** dim must be a multiple of 8 (the SIMD kernels' block). */
+/**
+ * One split: x holds `views` rows per image, image-major (image i's views are rows
+ * i * views .. i * views + views - 1, view 0 the original), y one class index per image.
+ * With views > 1 (val and test only; train's views are simply more rows), a split is scored
+ * on each image's probabilities averaged over its views.
+ */
+export interface SplitData { x: Float32Array /* n * views x dim, row-major */; y: Int32Array /* class index per image */; views?: number /* default 1 */ }
+/** dim: any multiple of 8 (the SIMD kernels' block), e.g. 2560 for two concatenated 1280-d sizes. */
 export interface TrainData { dim: number; classes: number; train: SplitData; val: SplitData; test: SplitData }
 export interface EarlyStopping { monitor: 'val_loss' | 'val_accuracy'; patience: number } // patience 0 = off
 export interface EpochCurves { trainLoss: number[]; trainAccuracy: number[]; valLoss: number[]; valAccuracy: number[] }
 /** loss: mean categorical cross-entropy against the plain labels (no smoothing, no class weights). */
 export interface SplitScores { loss: number; accuracy: number }
+/** A split's scores over its images, with per-image predictions and probabilities averaged over views. */
+export interface TestScores extends SplitScores {
+  predicted: Int32Array; probabilities: Float32Array /* images x classes */;
+  /** accuracy of view 0 alone (no test-time averaging); equals accuracy with one view */
+  firstViewAccuracy: number;
+}
 export interface RunResult {
   key: string; seed: number; bestEpoch: number /* 1-based */; epochsRun: number; curves: EpochCurves;
-  train: SplitScores; val: SplitScores; test: SplitScores & { predicted: Int32Array; probabilities: Float32Array /* n x classes */ };
+  train: SplitScores; val: SplitScores; test: TestScores;
   /** the restored best weights, Keras names and layout: dense/kernel [dim, units], dense/bias, dense_1/... */
   weights: { name: string; shape: number[]; values: Float32Array }[];
   /** wall time of this run in its worker */
   trainSeconds: number;
 }
-export interface TrainHooks {
+export interface TrainOptions {
   onRunFinished?: (result: RunResult) => void | Promise<void>;
   /** polled while training; when true, runs in progress are abandoned and trainHeads returns the runs finished so far */
   shouldStop?: () => boolean;
+  /** worker threads (default: one per core, never more than there are runs) */
+  workers?: number;
 }
 
 /** How often shouldStop is polled while the workers train. */
 const STOP_POLL_MS = 50;
 
-export async function trainHeads(data: TrainData, runs: RunSpec[], early: EarlyStopping, hooks: TrainHooks = {}): Promise<RunResult[]> {
+export async function trainHeads(data: TrainData, runs: RunSpec[], early: EarlyStopping, options: TrainOptions = {}): Promise<RunResult[]> {
   validate(data, runs);
   if (!runs.length) return [];
   const setup: WorkerSetup = { module: await kernelModule(), data, early };
-  const workers = Array.from({ length: workerCount(runs.length) },
+  const workers = Array.from({ length: Math.min(options.workers ?? workerCount(runs.length), runs.length) },
     () => new Worker(new URL('./worker.js', import.meta.url), { workerData: setup }));
   const finished = new Map<RunSpec, RunResult>();
   let stopped = false;
   const stop = () => {
-    stopped ||= hooks.shouldStop?.() ?? false;
+    stopped ||= options.shouldStop?.() ?? false;
     return stopped;
   };
   const poll = setInterval(() => { if (stop()) for (const worker of workers) void worker.terminate(); }, STOP_POLL_MS);
@@ -73,7 +87,7 @@ export async function trainHeads(data: TrainData, runs: RunSpec[], early: EarlyS
         const result = await train(worker, spec);
         if (!result || stop()) return; // terminated, or finished after the stop: not reported
         finished.set(spec, result);
-        await hooks.onRunFinished?.(result);
+        await options.onRunFinished?.(result);
       }
     }));
   } finally {
@@ -106,8 +120,13 @@ function train(worker: Worker, spec: RunSpec): Promise<RunResult | null> {
 function validate(data: TrainData, runs: RunSpec[]): void {
   const { dim, classes } = data;
   if (dim % 8) throw new RangeError(`feature dim must be a multiple of 8, got ${dim}`);
+  if ((data.train.views ?? 1) !== 1) throw new RangeError('train: views must be 1 (give each view its own row and label)');
   for (const [name, split] of Object.entries({ train: data.train, val: data.val, test: data.test })) {
-    if (split.x.length !== split.y.length * dim) throw new RangeError(`${name}: x has ${split.x.length} values for ${split.y.length} rows of ${dim}`);
+    const views = split.views ?? 1;
+    if (!(Number.isInteger(views) && views >= 1)) throw new RangeError(`${name}: views must be a positive integer, got ${views}`);
+    if (split.x.length !== split.y.length * views * dim) {
+      throw new RangeError(`${name}: x has ${split.x.length} values for ${split.y.length} images x ${views} views x ${dim}`);
+    }
     if (split.y.some((label) => label < 0 || label >= classes)) throw new RangeError(`${name}: label outside 0..${classes - 1}`);
   }
   if (!data.train.y.length || !data.val.y.length) throw new RangeError('train and val must not be empty');

@@ -11,7 +11,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { HeadTrainer, argmax, crossEntropy, softmaxInto } from './head.js';
-import type { EarlyStopping, EpochCurves, RunResult, RunSpec, SplitScores, TrainData } from './trainer.js';
+import type { EarlyStopping, EpochCurves, RunResult, RunSpec, SplitData, SplitScores, TestScores, TrainData } from './trainer.js';
 
 export interface WorkerSetup { module: WebAssembly.Module; data: TrainData; early: EarlyStopping }
 
@@ -40,7 +40,7 @@ function fitRun(spec: RunSpec): RunResult {
     const { lossSum, correct } = trainer.trainEpoch(run);
     curves.trainLoss.push(lossSum / rows);
     curves.trainAccuracy.push(correct / rows);
-    const { loss, accuracy } = scoreLogits(trainer.logits('val'), data.val.y, data.classes);
+    const { loss, accuracy } = scoreLogits(trainer.logits('val'), data.val, data.classes);
     curves.valLoss.push(loss);
     curves.valAccuracy.push(accuracy);
     const score = early.monitor === 'val_loss' ? -loss : accuracy;
@@ -49,12 +49,12 @@ function fitRun(spec: RunSpec): RunResult {
   }
   best = best!; // epochs >= 1, so the loop ran
   trainer.restore(best.params);
-  const test = scoreLogits(trainer.logits('test'), data.test.y, data.classes);
+  const test = scoreLogits(trainer.logits('test'), data.test, data.classes);
   return {
     key: spec.key, seed: spec.seed, bestEpoch: best.epoch, epochsRun: curves.valLoss.length, curves,
-    train: scores(scoreLogits(trainer.logits('train'), data.train.y, data.classes)),
+    train: scores(scoreLogits(trainer.logits('train'), data.train, data.classes)),
     val: { loss: curves.valLoss[best.epoch - 1], accuracy: curves.valAccuracy[best.epoch - 1] },
-    test: { ...scores(test), predicted: test.predicted, probabilities: test.probabilities },
+    test,
     weights: trainer.weights(),
     trainSeconds: (performance.now() - started) / 1000,
   };
@@ -66,23 +66,37 @@ function classCounts(labels: Int32Array, classes: number): Int32Array {
   return counts;
 }
 
-interface Scored extends SplitScores { predicted: Int32Array; probabilities: Float32Array }
+const scores = ({ loss, accuracy }: TestScores): SplitScores => ({ loss, accuracy });
 
-const scores = ({ loss, accuracy }: Scored): SplitScores => ({ loss, accuracy });
-
-/** loss: mean categorical cross-entropy against the plain labels. */
-function scoreLogits(logits: Float32Array, labels: Int32Array, classes: number): Scored {
+/**
+ * A split's scores from its logits: each image's probabilities are the mean of its views'
+ * softmaxes (one view: its own softmax), and loss is the mean categorical cross-entropy of
+ * those against the plain labels. firstViewAccuracy scores view 0 of each image alone.
+ */
+function scoreLogits(logits: Float32Array, split: SplitData, classes: number): TestScores {
+  const { y: labels } = split;
+  const views = split.views ?? 1;
   const predicted = new Int32Array(labels.length);
   const probabilities = new Float32Array(labels.length * classes);
+  const sum = new Float64Array(classes);
+  const view = new Float64Array(classes);
   let lossSum = 0;
   let correct = 0;
+  let firstViewCorrect = 0;
   for (let i = 0; i < labels.length; i++) {
-    const p = probabilities.subarray(i * classes, (i + 1) * classes);
-    softmaxInto(p, logits.subarray(i * classes, (i + 1) * classes));
-    predicted[i] = argmax(p);
-    lossSum += crossEntropy(p, labels[i]);
+    sum.fill(0);
+    for (let v = 0; v < views; v++) {
+      const row = i * views + v;
+      softmaxInto(view, logits.subarray(row * classes, (row + 1) * classes));
+      if (v === 0 && argmax(view) === labels[i]) firstViewCorrect++;
+      for (let c = 0; c < classes; c++) sum[c] += view[c];
+    }
+    for (let c = 0; c < classes; c++) sum[c] /= views;
+    probabilities.set(sum, i * classes);
+    predicted[i] = argmax(sum);
+    lossSum += crossEntropy(sum, labels[i]);
     if (predicted[i] === labels[i]) correct++;
   }
   const n = Math.max(labels.length, 1);
-  return { loss: lossSum / n, accuracy: correct / n, predicted, probabilities };
+  return { loss: lossSum / n, accuracy: correct / n, predicted, probabilities, firstViewAccuracy: firstViewCorrect / n };
 }

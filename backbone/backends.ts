@@ -31,7 +31,7 @@ export interface ResolvedBackend<B extends Backend = Backend> {
   readonly backend: B;
   /** Why this backend was chosen, printed for the user. */
   readonly reason: string;
-  /** Model copies run in parallel: wasm is single-threaded per instance, libtensorflow and ORT thread themselves. */
+  /** Model copies run in parallel (workersFor). */
   readonly workers: number;
 }
 
@@ -48,8 +48,14 @@ export async function activateBackend(tf: typeof import('@tensorflow/tfjs'), bac
   await tf.ready();
 }
 
+/**
+ * One engine copy per core for wasm and cpu (single-threaded each) and for onnx: one ORT
+ * session per core with one thread each runs images in parallel instead of ops, as fast
+ * as one session over all cores when alone, and much faster beside the decoding threads,
+ * which would stall a multi-threaded session's per-op barriers. libtensorflow threads itself.
+ */
 function workersFor(backend: Backend): number {
-  return backend === 'wasm' || backend === 'cpu' ? Math.max(1, cpus().length) : 1;
+  return backend === 'gpu' || backend === 'tensorflow' ? 1 : Math.max(1, cpus().length);
 }
 
 export async function resolveBackend(request: BackendRequest): Promise<ResolvedBackend> {

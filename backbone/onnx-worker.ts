@@ -4,7 +4,6 @@
  * (../shared/notes/cpu-engines.md). ORT threads each convolution over all cores itself,
  * so one session in one worker runs one batch at a time.
  */
-import { cpus } from 'node:os';
 import { mobilenetV2 } from './mobilenetv2.js';
 import { INPUT_NAME, OUTPUT_NAME, buildOnnxModel } from './onnx-graph.js';
 import { serveBatches } from './worker-protocol.js';
@@ -14,7 +13,7 @@ await serveBatches(async (setup) => {
   const weights = { arch: mobilenetV2(setup.alpha), layers: new Map(setup.layers) };
   const session = await ort.InferenceSession.create(buildOnnxModel(weights), {
     executionProviders: ['cpu'],
-    intraOpNumThreads: cpus().length,
+    intraOpNumThreads: setup.threads,
     // The graph is a single chain of convolutions: nothing for a second pool to run in parallel.
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',

@@ -15,14 +15,17 @@ export interface WorkerSetup {
   height: number;
   width: number;
   batchSize: number;
+  /** Threads the engine may use inside this worker: the cores shared out among the workers. */
+  threads: number;
 }
 
+/** `pixels` arrives transferred and goes back with the reply, so batch buffers are reused, never copied. */
 export type WorkerRequest = { id: number; pixels: Uint8Array; count: number };
 export type WorkerReply =
   | { type: 'ready' }
   | { type: 'failed'; message: string }
-  | { type: 'features'; id: number; features: Float32Array }
-  | { type: 'error'; id: number; message: string };
+  | { type: 'features'; id: number; features: Float32Array; pixels: Uint8Array }
+  | { type: 'error'; id: number; message: string; pixels: Uint8Array };
 
 /** `count` images of uint8 RGB in, `count x featureDim` float32 out. */
 export type RunBatch = (pixels: Uint8Array, count: number) => Promise<Float32Array>;
@@ -38,14 +41,16 @@ export async function serveBatches(start: (setup: WorkerSetup) => Promise<RunBat
   try {
     const run = await start(setup);
     await run(new Uint8Array(setup.batchSize * setup.height * setup.width * 3), setup.batchSize);
+    const bytesPerImage = setup.height * setup.width * 3;
     port.on('message', ({ id, pixels, count }: WorkerRequest) => {
-      run(pixels, count).then(
+      const giveBack = [pixels.buffer as ArrayBuffer];
+      run(pixels.subarray(0, count * bytesPerImage), count).then(
         (result) => {
           // A copy that owns its buffer, so it can be transferred without touching engine memory.
           const features = result.slice();
-          port.postMessage({ type: 'features', id, features } satisfies WorkerReply, [features.buffer as ArrayBuffer]);
+          port.postMessage({ type: 'features', id, features, pixels } satisfies WorkerReply, [features.buffer as ArrayBuffer, ...giveBack]);
         },
-        (error: Error) => port.postMessage({ type: 'error', id, message: error.message } satisfies WorkerReply),
+        (error: Error) => port.postMessage({ type: 'error', id, message: error.message, pixels } satisfies WorkerReply, giveBack),
       );
     });
     port.postMessage({ type: 'ready' } satisfies WorkerReply);

@@ -8,7 +8,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import pLimit from 'p-limit';
-import { startEngine } from '../backbone/engine.js';
+import { type Engine, startEngine } from '../backbone/engine.js';
 import { PREPROCESSING, type InputSize, type ResizeMode, formatSize } from '../backbone/preprocessing.js';
 import { backboneWeights, readWeightFile } from '../backbone/weights.js';
 import { openDatabase } from '../cache/database.js';
@@ -117,8 +117,9 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
           const decodeLimit = pLimit(options.concurrency);
           // One batch per engine slot plus one decoding ahead keeps the engine busy.
           const batchLimit = pLimit(engine.parallelism + 1);
-          // One pixel buffer per batch in flight, reused: fresh memory is slow to touch on these VMs.
-          const buffers = Array.from({ length: engine.parallelism + 1 }, () => new Uint8Array(options.batch * imageBytes(options.model.size)));
+          // One pixel buffer per batch in flight, reused (and moved to the engine thread, not
+          // copied): fresh memory is slow to touch on these VMs.
+          const buffers: Uint8Array[] = Array.from({ length: engine.parallelism + 1 }, () => new Uint8Array(options.batch * imageBytes(options.model.size)));
           await Promise.all(
             chunk(pending, options.batch).map((batch) =>
               batchLimit(async () => {
@@ -127,13 +128,11 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
                   interrupted = true;
                   return;
                 }
-                const buffer = buffers.pop()!;
-                const result = await extractBatch(batch, options.model, decodeLimit, buffer, engine.run.bind(engine), featureSet.dim)
-                  .catch((error: unknown) => {
-                    aborted = true; // queued batches return at once; committed ones stay
-                    throw error;
-                  })
-                  .finally(() => buffers.push(buffer));
+                const result = await extractBatch(batch, options.model, decodeLimit, buffers.pop()!, engine, featureSet.dim).catch((error: unknown) => {
+                  aborted = true; // queued batches return at once; committed ones stay
+                  throw error;
+                });
+                buffers.push(result.buffer);
                 saveBatch(db, featureSet.id, result);
                 extracted += result.features.length;
                 failures.push(...result.failures);
@@ -210,7 +209,7 @@ async function extractBatch(
   model: ExtractOptions['model'],
   decodeLimit: ReturnType<typeof pLimit>,
   buffer: Uint8Array,
-  run: (pixels: Uint8Array, count: number) => Promise<Float32Array>,
+  engine: Engine,
   dim: number,
 ) {
   const bytesPerImage = imageBytes(model.size);
@@ -232,10 +231,9 @@ async function extractBatch(
   const failures = decoded
     .filter((d): d is { item: HashedItem; error: string } => 'error' in d)
     .map(({ item, error }) => ({ sha256: item.sha256, path: item.path, error }));
-  if (good.length === 0) return { features: [], failures };
-  const pixels = buffer.subarray(0, good.length * bytesPerImage);
-  good.forEach((d, i) => pixels.set(d.pixels, i * bytesPerImage));
-  const vectors = await run(pixels, good.length);
+  if (good.length === 0) return { features: [], failures, buffer };
+  good.forEach((d, i) => buffer.set(d.pixels, i * bytesPerImage));
+  const { features: vectors, buffer: returned } = await engine.runInPlace(buffer, good.length);
   const features = good.map((d, i) => ({ sha256: d.item.sha256, vector: vectors.slice(i * dim, (i + 1) * dim) }));
-  return { features, failures };
+  return { features, failures, buffer: returned };
 }

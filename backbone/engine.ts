@@ -5,7 +5,7 @@
  */
 import type { InputSize } from './preprocessing.js';
 import type { BackboneWeights } from './weights.js';
-import type { ResolvedBackend } from './backends.js';
+import { type ResolvedBackend, isOnnx } from './backends.js';
 import { cpus } from 'node:os';
 import { startWorkerPool } from './worker-pool.js';
 
@@ -32,7 +32,7 @@ export interface EngineOptions {
 }
 
 export function startEngine({ weights, backend, size, batchSize }: EngineOptions): Promise<Engine> {
-  const script = backend.backend === 'onnx' ? 'onnx-worker.js' : 'tfjs-worker.js';
+  const script = isOnnx(backend.backend) ? 'onnx-worker.js' : 'tfjs-worker.js';
   return startWorkerPool(
     new URL(script, import.meta.url),
     { backend: backend.backend, alpha: weights.arch.alpha, layers: [...weights.layers], height: size.height, width: size.width, batchSize,

@@ -72,7 +72,7 @@ function startWorker(script: URL, setup: WorkerSetup): Promise<Worker> {
   return new Promise((resolve, reject) => {
     const fail = (message: string) => {
       void worker.terminate();
-      reject(new UserError(`backend ${setup.backend} failed to start: ${message}`));
+      reject(new UserError(`backend ${setup.backend} failed to start: ${message.split('\n')[0]}`));
     };
     worker.once('message', (reply: WorkerReply) => {
       if (reply.type === 'ready') resolve(worker);

@@ -13,7 +13,6 @@ import { UserError, messageOf } from '../core/errors.js';
 
 export type Db = Database.Database;
 
-const SCHEMA_VERSION = 1;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS feature_sets (
@@ -30,7 +29,8 @@ CREATE TABLE IF NOT EXISTS feature_sets (
   dim INTEGER NOT NULL,
   created_at TEXT NOT NULL
 );
--- Keyed by content, so a renamed or copied image is never extracted twice.
+-- Keyed by content, so a renamed or copied image is never extracted twice
+-- (migration 2 adds the view to the key).
 CREATE TABLE IF NOT EXISTS features (
   feature_set TEXT NOT NULL REFERENCES feature_sets(id),
   sha256 TEXT NOT NULL,
@@ -199,16 +199,48 @@ function requireSchema(db: Db, path: string): void {
   if (version > SCHEMA_VERSION) {
     throw new UserError(`cache database was written by a newer pipeline (schema ${version} > ${SCHEMA_VERSION})`);
   }
+  if (version < SCHEMA_VERSION) {
+    throw new UserError(`${path} was written by an older pipeline (schema ${version} < ${SCHEMA_VERSION}): run \`pipeline extract\` once to upgrade it`);
+  }
 }
+
+/**
+ * Each step takes the schema from the version before it to its own; a database at any
+ * older version runs the steps it lacks, in order, each in its own transaction.
+ */
+const MIGRATIONS: ReadonlyArray<(db: Db) => void> = [
+  // 1: the tables above.
+  (db) => db.exec(SCHEMA),
+  // 2: a vector per view of an image (data/views.ts); vectors stored before views existed
+  // are of the image as it is, view 'original'.
+  (db) =>
+    db.exec(`
+      CREATE TABLE features_with_view (
+        feature_set TEXT NOT NULL REFERENCES feature_sets(id),
+        sha256 TEXT NOT NULL,
+        view TEXT NOT NULL DEFAULT 'original',
+        vector BLOB NOT NULL,
+        PRIMARY KEY (feature_set, sha256, view)
+      ) WITHOUT ROWID;
+      INSERT INTO features_with_view (feature_set, sha256, view, vector) SELECT feature_set, sha256, 'original', vector FROM features;
+      DROP TABLE features;
+      ALTER TABLE features_with_view RENAME TO features;
+    `),
+];
+
+const SCHEMA_VERSION = MIGRATIONS.length;
 
 function migrate(db: Db): void {
   const version = db.pragma('user_version', { simple: true }) as number;
   if (version > SCHEMA_VERSION) {
     throw new UserError(`cache database was written by a newer pipeline (schema ${version} > ${SCHEMA_VERSION})`);
   }
-  if (version === SCHEMA_VERSION) return;
-  db.transaction(() => {
-    db.exec(SCHEMA);
-    db.pragma(`user_version = ${SCHEMA_VERSION}`);
-  }).immediate();
+  for (let step = version; step < SCHEMA_VERSION; step++) {
+    db.transaction(() => {
+      // Another process may have migrated since we looked: each step runs once.
+      if ((db.pragma('user_version', { simple: true }) as number) !== step) return;
+      MIGRATIONS[step](db);
+      db.pragma(`user_version = ${step + 1}`);
+    }).immediate();
+  }
 }

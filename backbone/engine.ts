@@ -17,10 +17,10 @@ export interface Engine {
   /**
    * The same without a copy: `buffer` (a whole ArrayBuffer, the first `count` images
    * filled) moves to the engine thread and comes back with the features, for the caller
-   * to reuse. Copying a batch between threads costs as much as decoding it on these VMs,
+   * to reuse. `size` (default: the engine's) lets one engine serve several input sizes. Copying a batch between threads costs as much as decoding it on these VMs,
    * because the copy lands in fresh memory (slow to touch: ../shared/notes/cpu-engines.md).
    */
-  runInPlace(buffer: Uint8Array, count: number): Promise<{ features: Float32Array; buffer: Uint8Array }>;
+  runInPlace(buffer: Uint8Array, count: number, size?: InputSize): Promise<{ features: Float32Array; buffer: Uint8Array }>;
   close(): Promise<void>;
 }
 

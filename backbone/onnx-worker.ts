@@ -20,8 +20,8 @@ await serveBatches(async (setup) => {
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
   });
-  return async (pixels, count) => {
-    const input = new ort.Tensor('uint8', pixels, [count, setup.height, setup.width, 3]);
+  return async (pixels, count, height, width) => {
+    const input = new ort.Tensor('uint8', pixels, [count, height, width, 3]);
     const outputs = await session.run({ [INPUT_NAME]: input });
     return outputs[OUTPUT_NAME].data as Float32Array;
   };

@@ -8,6 +8,8 @@ interface Job {
   id: number;
   pixels: Uint8Array;
   count: number;
+  height: number;
+  width: number;
   resolve: (result: { features: Float32Array; buffer: Uint8Array }) => void;
   reject: (error: Error) => void;
 }
@@ -26,7 +28,7 @@ export async function startWorkerPool(script: URL, setup: WorkerSetup, count: nu
       const worker = idle.pop()!;
       const job = queue.shift()!;
       running.set(worker, job);
-      worker.postMessage({ id: job.id, pixels: job.pixels, count: job.count } satisfies WorkerRequest, [job.pixels.buffer as ArrayBuffer]);
+      worker.postMessage({ id: job.id, pixels: job.pixels, count: job.count, height: job.height, width: job.width } satisfies WorkerRequest, [job.pixels.buffer as ArrayBuffer]);
     }
   };
   for (const worker of workers) {
@@ -46,13 +48,13 @@ export async function startWorkerPool(script: URL, setup: WorkerSetup, count: nu
     });
   }
 
-  const runInPlace: Engine['runInPlace'] = (buffer, count) => {
+  const runInPlace: Engine['runInPlace'] = (buffer, count, size = setup) => {
     if (closed) return Promise.reject(new Error('the engine is closed'));
     if (buffer.byteOffset !== 0 || buffer.byteLength !== buffer.buffer.byteLength) {
       return Promise.reject(new Error('runInPlace needs a buffer that is a whole ArrayBuffer'));
     }
     return new Promise((resolve, reject) => {
-      queue.push({ id: nextId++, pixels: buffer, count, resolve, reject });
+      queue.push({ id: nextId++, pixels: buffer, count, height: size.height, width: size.width, resolve, reject });
       dispatch();
     });
   };

@@ -20,15 +20,15 @@ export interface WorkerSetup {
 }
 
 /** `pixels` arrives transferred and goes back with the reply, so batch buffers are reused, never copied. */
-export type WorkerRequest = { id: number; pixels: Uint8Array; count: number };
+export type WorkerRequest = { id: number; pixels: Uint8Array; count: number; height: number; width: number };
 export type WorkerReply =
   | { type: 'ready' }
   | { type: 'failed'; message: string }
   | { type: 'features'; id: number; features: Float32Array; pixels: Uint8Array }
   | { type: 'error'; id: number; message: string; pixels: Uint8Array };
 
-/** `count` images of uint8 RGB in, `count x featureDim` float32 out. */
-export type RunBatch = (pixels: Uint8Array, count: number) => Promise<Float32Array>;
+/** `count` images of uint8 RGB (height x width) in, `count x featureDim` float32 out. */
+export type RunBatch = (pixels: Uint8Array, count: number, height: number, width: number) => Promise<Float32Array>;
 
 /**
  * The worker side: builds the engine from the setup, warms it up with the real batch
@@ -40,11 +40,10 @@ export async function serveBatches(start: (setup: WorkerSetup) => Promise<RunBat
   const port = parentPort!;
   try {
     const run = await start(setup);
-    await run(new Uint8Array(setup.batchSize * setup.height * setup.width * 3), setup.batchSize);
-    const bytesPerImage = setup.height * setup.width * 3;
-    port.on('message', ({ id, pixels, count }: WorkerRequest) => {
+    await run(new Uint8Array(setup.batchSize * setup.height * setup.width * 3), setup.batchSize, setup.height, setup.width);
+    port.on('message', ({ id, pixels, count, height, width }: WorkerRequest) => {
       const giveBack = [pixels.buffer as ArrayBuffer];
-      run(pixels.subarray(0, count * bytesPerImage), count).then(
+      run(pixels.subarray(0, count * height * width * 3), count, height, width).then(
         (result) => {
           // A copy that owns its buffer, so it can be transferred without touching engine memory.
           const features = result.slice();

@@ -88,7 +88,7 @@ async function extractCommand(argv: ConfigFlags & { config?: string }) {
     );
     for (const failure of summary.failures.slice(0, 5)) say(`  failed: ${failure.path}: ${failure.error}`);
     if (summary.failures.length > 5) say(`  ... and ${summary.failures.length - 5} more (pipeline cache --failures)`);
-    for (const set of summary.featureSets) say(`feature set ${set.id} (${set.height}x${set.width}, views ${summary.views.join(', ')}) in ${config.cache.db}`);
+    for (const set of summary.featureSets) say(`feature set ${set.id} in ${config.cache.db} (${set.height}x${set.width}, views ${summary.views.join(', ')})`);
     if (summary.interrupted) {
       say('rerun the same command to extract the rest');
       process.exitCode = 130;

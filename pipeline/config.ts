@@ -151,7 +151,7 @@ const isUrl = (path: string) => /^https?:\/\//i.test(path);
 function flag<T>(name: string, value: string | string[] | undefined, schema: z.ZodType<T>): T | undefined {
   if (value === undefined) return undefined;
   const result = schema.safeParse(value);
-  if (!result.success) throw new UserError(`${name} ${JSON.stringify(value)}: ${result.error.issues[0].message}`);
+  if (!result.success) throw new UserError(`${name} ${JSON.stringify(Array.isArray(value) ? value.join(',') : value)}: ${result.error.issues[0].message}`);
   return result.data;
 }
 

@@ -17,11 +17,11 @@ testWithShared('real model: extract --views original,hflip --size 384x512,224x22
     const r = await runPipeline(temp.dir, ['extract', '--data', 'data', '--model', SHARED_MODEL_100, '--backend', 'onnx', '--views', 'original,hflip', '--size', '384x512,224x224', ...common]);
     t.is(r.code, 0, r.stderr);
     t.regex(r.stdout, /12 images, 0 already cached, 48 extracted/);
-    t.is(r.stdout.match(/^feature set [0-9a-f]{16} \((384x512|224x224), views original, hflip\)/gm)?.length, 2);
+    t.is(r.stdout.match(/^feature set [0-9a-f]{16} in \S*c\.sqlite \((384x512|224x224), views original, hflip\)/gm)?.length, 2);
     const cache = await runPipeline(temp.dir, ['cache', ...common]);
     t.is(cache.code, 0, cache.stderr);
     t.is(cache.stdout.match(/views original \(12\), hflip \(12\)/g)?.length, 2);
-    const id = /^feature set ([0-9a-f]{16}) \(224x224/m.exec(r.stdout)![1];
+    const id = /^feature set ([0-9a-f]{16}) in \S*c\.sqlite \(224x224/m.exec(r.stdout)![1];
     const out = await runPipeline(temp.dir, ['export-features', '--feature-set', id, '--view', 'hflip', '--out', 'hflip', ...common]);
     t.is(out.code, 0, out.stderr);
     t.regex(out.stdout, /wrote 12 x 1280 features of [0-9a-f]{16} \(view hflip\)/);

@@ -6,23 +6,34 @@
  *   wasm       @tensorflow/tfjs-backend-wasm (XNNPACK, SIMD), always installed
  *   cpu        tfjs' pure-JavaScript kernels: slow, a last resort
  * onnx is the one engine outside tfjs: onnxruntime-node runs the same network, built as
- * an ONNX graph from the same weights (backbone/onnx-graph.ts).
+ * an ONNX graph from the same weights (backbone/onnx-graph.ts); onnx-cuda is that graph
+ * on ORT's CUDA execution provider, whose library npm installs only on request.
  * Asking for one that cannot load is an error, never a silent fallback.
  */
+import { existsSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
+import { dirname, join } from 'node:path';
 import { UserError, messageOf } from '../core/errors.js';
 
-export const BACKENDS = ['auto', 'gpu', 'tensorflow', 'onnx', 'wasm', 'cpu'] as const;
+export const BACKENDS = ['auto', 'gpu', 'tensorflow', 'onnx', 'onnx-cuda', 'wasm', 'cpu'] as const;
 export type BackendRequest = (typeof BACKENDS)[number];
 export type Backend = Exclude<BackendRequest, 'auto'>;
+export type OnnxBackend = Extract<Backend, 'onnx' | 'onnx-cuda'>;
 /** The backends tfjs runs, and so the only ones activateBackend accepts. */
-export type TfjsBackend = Exclude<Backend, 'onnx'>;
+export type TfjsBackend = Exclude<Backend, OnnxBackend>;
+
+export const isOnnx = (backend: Backend): backend is OnnxBackend => backend === 'onnx' || backend === 'onnx-cuda';
+
+/** ORT's execution provider for each onnx backend. */
+export const ONNX_EXECUTION_PROVIDER: { [B in OnnxBackend]: 'cpu' | 'cuda' } = { onnx: 'cpu', 'onnx-cuda': 'cuda' };
 
 /** The npm package that provides each backend, and the tfjs backend name it registers (none for onnx). */
 const PROVIDERS: { [B in Backend]: { module: string | null; tfjsName: B extends TfjsBackend ? string : null } } = {
   gpu: { module: '@tensorflow/tfjs-node-gpu', tfjsName: 'tensorflow' },
   tensorflow: { module: '@tensorflow/tfjs-node', tfjsName: 'tensorflow' },
   onnx: { module: 'onnxruntime-node', tfjsName: null },
+  'onnx-cuda': { module: 'onnxruntime-node', tfjsName: null },
   wasm: { module: '@tensorflow/tfjs-backend-wasm', tfjsName: 'wasm' },
   cpu: { module: null, tfjsName: 'cpu' },
 };
@@ -31,13 +42,40 @@ export interface ResolvedBackend<B extends Backend = Backend> {
   readonly backend: B;
   /** Why this backend was chosen, printed for the user. */
   readonly reason: string;
-  /** Model copies run in parallel: wasm is single-threaded per instance, libtensorflow and ORT thread themselves. */
+  /** Model copies run in parallel (workersFor). */
   readonly workers: number;
 }
 
 async function loadProvider(backend: Backend): Promise<void> {
   const { module } = PROVIDERS[backend];
   if (module) await import(module);
+}
+
+/** The CUDA provider library ORT loads for the `cuda` execution provider. */
+const CUDA_PROVIDER_LIBRARY = 'libonnxruntime_providers_cuda.so';
+
+/**
+ * Throws the one-line reason onnx-cuda cannot run when ORT's CUDA provider library is not
+ * beside its native binding in `bindingDir` (npm skips it unless asked: see .npmrc).
+ * A present library on a machine without a GPU fails later, when the session starts.
+ */
+export function requireCudaProvider(bindingDir: string | null): void {
+  if (bindingDir && existsSync(join(bindingDir, CUDA_PROVIDER_LIBRARY))) return;
+  throw new UserError(
+    `--backend onnx-cuda: ONNX Runtime's CUDA execution provider is not installed (no ${CUDA_PROVIDER_LIBRARY} in ${bindingDir ?? 'onnxruntime-node'}; ` +
+      'with an NVIDIA GPU run `npm rebuild onnxruntime-node --onnxruntime-node-install=cuda12`)',
+  );
+}
+
+/** Where onnxruntime-node keeps its native binding for this platform (bin/napi-vN/PLATFORM/ARCH). */
+export function onnxBindingDir(): string | null {
+  const bin = join(dirname(createRequire(import.meta.url).resolve('onnxruntime-node')), '..', 'bin');
+  if (!existsSync(bin)) return null;
+  for (const napi of readdirSync(bin).sort().reverse()) {
+    const dir = join(bin, napi, process.platform, process.arch);
+    if (existsSync(join(dir, 'onnxruntime_binding.node'))) return dir;
+  }
+  return null;
 }
 
 /** Imports the provider and switches tfjs to it, in whichever thread calls it. */
@@ -48,8 +86,14 @@ export async function activateBackend(tf: typeof import('@tensorflow/tfjs'), bac
   await tf.ready();
 }
 
+/**
+ * One engine copy per core for wasm and cpu (single-threaded each) and for onnx: one ORT
+ * session per core with one thread each runs images in parallel instead of ops, as fast
+ * as one session over all cores when alone, and much faster beside the decoding threads,
+ * which would stall a multi-threaded session's per-op barriers. libtensorflow threads itself.
+ */
 function workersFor(backend: Backend): number {
-  return backend === 'wasm' || backend === 'cpu' ? Math.max(1, cpus().length) : 1;
+  return backend === 'gpu' || backend === 'tensorflow' || backend === 'onnx-cuda' ? 1 : Math.max(1, cpus().length);
 }
 
 export async function resolveBackend(request: BackendRequest): Promise<ResolvedBackend> {
@@ -59,6 +103,7 @@ export async function resolveBackend(request: BackendRequest): Promise<ResolvedB
     } catch (error) {
       throw new UserError(`--backend ${request}: ${PROVIDERS[request].module} cannot load (${firstLine(messageOf(error))})`);
     }
+    if (request === 'onnx-cuda') requireCudaProvider(onnxBindingDir());
     return { backend: request, reason: 'requested with --backend', workers: workersFor(request) };
   }
   const passedOver: string[] = [];

@@ -1,10 +1,11 @@
 /**
  * The ONNX Runtime engine in its own thread: the backbone graph of onnx-graph.ts on ORT's
  * CPU execution provider, 3-4x the throughput of tfjs-wasm here
- * (../shared/notes/cpu-engines.md). ORT threads each convolution over all cores itself,
- * so one session in one worker runs one batch at a time.
+ * (../shared/notes/cpu-engines.md). On the CPU there is one such worker per core, each
+ * session with `setup.threads` (1) intra-op thread: see workersFor in backends.ts.
+ * onnx-cuda is the same graph on ORT's CUDA execution provider, in one worker.
  */
-import { cpus } from 'node:os';
+import { ONNX_EXECUTION_PROVIDER, type OnnxBackend } from './backends.js';
 import { mobilenetV2 } from './mobilenetv2.js';
 import { INPUT_NAME, OUTPUT_NAME, buildOnnxModel } from './onnx-graph.js';
 import { serveBatches } from './worker-protocol.js';
@@ -13,14 +14,14 @@ await serveBatches(async (setup) => {
   const ort = await import('onnxruntime-node');
   const weights = { arch: mobilenetV2(setup.alpha), layers: new Map(setup.layers) };
   const session = await ort.InferenceSession.create(buildOnnxModel(weights), {
-    executionProviders: ['cpu'],
-    intraOpNumThreads: cpus().length,
+    executionProviders: [ONNX_EXECUTION_PROVIDER[setup.backend as OnnxBackend]],
+    intraOpNumThreads: setup.threads,
     // The graph is a single chain of convolutions: nothing for a second pool to run in parallel.
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
   });
-  return async (pixels, count) => {
-    const input = new ort.Tensor('uint8', pixels, [count, setup.height, setup.width, 3]);
+  return async (pixels, count, height, width) => {
+    const input = new ort.Tensor('uint8', pixels, [count, height, width, 3]);
     const outputs = await session.run({ [INPUT_NAME]: input });
     return outputs[OUTPUT_NAME].data as Float32Array;
   };

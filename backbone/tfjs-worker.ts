@@ -8,8 +8,8 @@ import { serveBatches } from './worker-protocol.js';
 await serveBatches(async (setup) => {
   await activateBackend(tf, setup.backend as TfjsBackend);
   const backbone = createTfjsBackbone(tf, mobilenetV2(setup.alpha), new Map(setup.layers));
-  return async (pixels, count) => {
-    const input = tf.tensor4d(pixels, [count, setup.height, setup.width, 3], 'int32');
+  return async (pixels, count, height, width) => {
+    const input = tf.tensor4d(pixels, [count, height, width, 3], 'int32');
     const features = backbone.features(input);
     const values = features.dataSync() as Float32Array;
     tf.dispose([input, features]);

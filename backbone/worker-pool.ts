@@ -8,7 +8,9 @@ interface Job {
   id: number;
   pixels: Uint8Array;
   count: number;
-  resolve: (features: Float32Array) => void;
+  height: number;
+  width: number;
+  resolve: (result: { features: Float32Array; buffer: Uint8Array }) => void;
   reject: (error: Error) => void;
 }
 
@@ -26,7 +28,7 @@ export async function startWorkerPool(script: URL, setup: WorkerSetup, count: nu
       const worker = idle.pop()!;
       const job = queue.shift()!;
       running.set(worker, job);
-      worker.postMessage({ id: job.id, pixels: job.pixels, count: job.count } satisfies WorkerRequest);
+      worker.postMessage({ id: job.id, pixels: job.pixels, count: job.count, height: job.height, width: job.width } satisfies WorkerRequest, [job.pixels.buffer as ArrayBuffer]);
     }
   };
   for (const worker of workers) {
@@ -35,7 +37,7 @@ export async function startWorkerPool(script: URL, setup: WorkerSetup, count: nu
       if (!job || (reply.type !== 'features' && reply.type !== 'error')) return;
       running.delete(worker);
       idle.push(worker);
-      if (reply.type === 'features') job.resolve(reply.features);
+      if (reply.type === 'features') job.resolve({ features: reply.features, buffer: reply.pixels });
       else job.reject(new Error(`backbone failed: ${reply.message}`));
       dispatch();
     });
@@ -46,15 +48,20 @@ export async function startWorkerPool(script: URL, setup: WorkerSetup, count: nu
     });
   }
 
+  const runInPlace: Engine['runInPlace'] = (buffer, count, size = setup) => {
+    if (closed) return Promise.reject(new Error('the engine is closed'));
+    if (buffer.byteOffset !== 0 || buffer.byteLength !== buffer.buffer.byteLength) {
+      return Promise.reject(new Error('runInPlace needs a buffer that is a whole ArrayBuffer'));
+    }
+    return new Promise((resolve, reject) => {
+      queue.push({ id: nextId++, pixels: buffer, count, height: size.height, width: size.width, resolve, reject });
+      dispatch();
+    });
+  };
   return {
     parallelism: workers.length,
-    run(pixels, count) {
-      if (closed) return Promise.reject(new Error('the engine is closed'));
-      return new Promise((resolve, reject) => {
-        queue.push({ id: nextId++, pixels, count, resolve, reject });
-        dispatch();
-      });
-    },
+    runInPlace,
+    run: (pixels, count) => runInPlace(pixels.slice(), count).then(({ features }) => features),
     async close() {
       closed = true;
       await Promise.all(workers.map((worker) => worker.terminate()));
@@ -67,7 +74,7 @@ function startWorker(script: URL, setup: WorkerSetup): Promise<Worker> {
   return new Promise((resolve, reject) => {
     const fail = (message: string) => {
       void worker.terminate();
-      reject(new UserError(`backend ${setup.backend} failed to start: ${message}`));
+      reject(new UserError(`backend ${setup.backend} failed to start: ${message.split('\n')[0]}`));
     };
     worker.once('message', (reply: WorkerReply) => {
       if (reply.type === 'ready') resolve(worker);

@@ -15,17 +15,20 @@ export interface WorkerSetup {
   height: number;
   width: number;
   batchSize: number;
+  /** Threads the engine may use inside this worker: the cores shared out among the workers. */
+  threads: number;
 }
 
-export type WorkerRequest = { id: number; pixels: Uint8Array; count: number };
+/** `pixels` arrives transferred and goes back with the reply, so batch buffers are reused, never copied. */
+export type WorkerRequest = { id: number; pixels: Uint8Array; count: number; height: number; width: number };
 export type WorkerReply =
   | { type: 'ready' }
   | { type: 'failed'; message: string }
-  | { type: 'features'; id: number; features: Float32Array }
-  | { type: 'error'; id: number; message: string };
+  | { type: 'features'; id: number; features: Float32Array; pixels: Uint8Array }
+  | { type: 'error'; id: number; message: string; pixels: Uint8Array };
 
-/** `count` images of uint8 RGB in, `count x featureDim` float32 out. */
-export type RunBatch = (pixels: Uint8Array, count: number) => Promise<Float32Array>;
+/** `count` images of uint8 RGB (height x width) in, `count x featureDim` float32 out. */
+export type RunBatch = (pixels: Uint8Array, count: number, height: number, width: number) => Promise<Float32Array>;
 
 /**
  * The worker side: builds the engine from the setup, warms it up with the real batch
@@ -37,15 +40,16 @@ export async function serveBatches(start: (setup: WorkerSetup) => Promise<RunBat
   const port = parentPort!;
   try {
     const run = await start(setup);
-    await run(new Uint8Array(setup.batchSize * setup.height * setup.width * 3), setup.batchSize);
-    port.on('message', ({ id, pixels, count }: WorkerRequest) => {
-      run(pixels, count).then(
+    await run(new Uint8Array(setup.batchSize * setup.height * setup.width * 3), setup.batchSize, setup.height, setup.width);
+    port.on('message', ({ id, pixels, count, height, width }: WorkerRequest) => {
+      const giveBack = [pixels.buffer as ArrayBuffer];
+      run(pixels.subarray(0, count * height * width * 3), count, height, width).then(
         (result) => {
           // A copy that owns its buffer, so it can be transferred without touching engine memory.
           const features = result.slice();
-          port.postMessage({ type: 'features', id, features } satisfies WorkerReply, [features.buffer as ArrayBuffer]);
+          port.postMessage({ type: 'features', id, features, pixels } satisfies WorkerReply, [features.buffer as ArrayBuffer, ...giveBack]);
         },
-        (error: Error) => port.postMessage({ type: 'error', id, message: error.message } satisfies WorkerReply),
+        (error: Error) => port.postMessage({ type: 'error', id, message: error.message, pixels } satisfies WorkerReply, giveBack),
       );
     });
     port.postMessage({ type: 'ready' } satisfies WorkerReply);

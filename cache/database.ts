@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS feature_sets (
   dim INTEGER NOT NULL,
   created_at TEXT NOT NULL
 );
--- Keyed by content, so a renamed or copied image is never extracted twice.
+-- Keyed by content, so a renamed or copied image is never extracted twice (step 3 adds
+-- the view to the key).
 CREATE TABLE IF NOT EXISTS features (
   feature_set TEXT NOT NULL REFERENCES feature_sets(id),
   sha256 TEXT NOT NULL,
@@ -134,6 +135,20 @@ CREATE TABLE sweep_items (
   PRIMARY KEY (sweep_id, split, position)
 ) WITHOUT ROWID;
 CREATE INDEX sweeps_by_config ON sweeps (feature_set, config_hash, data_hash);
+`,
+  // 3: a vector per view of an image (data/views.ts); vectors stored before views existed
+  // are of the image as it is, view 'original'.
+  `
+CREATE TABLE features_with_view (
+  feature_set TEXT NOT NULL REFERENCES feature_sets(id),
+  sha256 TEXT NOT NULL,
+  view TEXT NOT NULL DEFAULT 'original',
+  vector BLOB NOT NULL,
+  PRIMARY KEY (feature_set, sha256, view)
+) WITHOUT ROWID;
+INSERT INTO features_with_view (feature_set, sha256, view, vector) SELECT feature_set, sha256, 'original', vector FROM features;
+DROP TABLE features;
+ALTER TABLE features_with_view RENAME TO features;
 `,
 ];
 

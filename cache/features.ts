@@ -19,8 +19,11 @@ export interface FeatureSet {
 
 export interface FeatureSetSummary extends FeatureSet {
   readonly images: number;
+  /** Images of the listing with a vector of the original view. */
   readonly features: number;
   readonly failures: number;
+  /** The views with vectors, and how many images of the listing have each. */
+  readonly views: ReadonlyArray<{ view: string; vectors: number }>;
 }
 
 export interface ItemRow {
@@ -67,16 +70,22 @@ export function getFeatureSet(db: Db, id: string): FeatureSet | undefined {
 }
 
 export function listFeatureSets(db: Db): FeatureSetSummary[] {
-  return db
+  const sets = db
     .prepare(
       `SELECT ${FEATURE_SET_COLUMNS},
         (SELECT COUNT(*) FROM dataset_items i WHERE i.feature_set = s.id) AS images,
         (SELECT COUNT(DISTINCT i.sha256) FROM dataset_items i JOIN features f ON f.feature_set = i.feature_set AND f.sha256 = i.sha256
-          WHERE i.feature_set = s.id) AS features,
+          WHERE i.feature_set = s.id AND f.view = 'original') AS features,
         (SELECT COUNT(*) FROM failures x WHERE x.feature_set = s.id) AS failures
        FROM feature_sets s ORDER BY created_at, id`,
     )
-    .all() as FeatureSetSummary[];
+    .all() as Omit<FeatureSetSummary, 'views'>[];
+  const views = db.prepare(
+    `SELECT f.view AS view, COUNT(DISTINCT i.sha256) AS vectors FROM features f
+       JOIN dataset_items i ON i.feature_set = f.feature_set AND i.sha256 = f.sha256
+     WHERE f.feature_set = ? GROUP BY f.view ORDER BY f.view = 'original' DESC, f.view`,
+  );
+  return sets.map((set) => ({ ...set, views: views.all(set.id) as FeatureSetSummary['views'] }));
 }
 
 /** Replaces the dataset listing of a feature set in one transaction. */
@@ -102,14 +111,15 @@ export function listItems(db: Db, featureSet: string): ItemRow[] {
     .all(featureSet) as ItemRow[];
 }
 
-/** Content hashes that already have a feature vector in this set. */
-export function extractedHashes(db: Db, featureSet: string): Set<string> {
-  const rows = db.prepare('SELECT sha256 FROM features WHERE feature_set = ?').pluck().all(featureSet) as string[];
+/** Content hashes that already have a feature vector of `view` in this set. */
+export function extractedHashes(db: Db, featureSet: string, view = 'original'): Set<string> {
+  const rows = db.prepare('SELECT sha256 FROM features WHERE feature_set = ? AND view = ?').pluck().all(featureSet, view) as string[];
   return new Set(rows);
 }
 
 export interface BatchResult {
-  readonly features: ReadonlyArray<{ sha256: string; vector: Float32Array }>;
+  /** `view` defaults to 'original'. */
+  readonly features: ReadonlyArray<{ sha256: string; view?: string; vector: Float32Array }>;
   readonly failures: readonly FailureRow[];
 }
 
@@ -118,14 +128,14 @@ export interface BatchResult {
  * processes extracting the same images, or a rerun after a kill, never duplicate rows.
  */
 export function saveBatch(db: Db, featureSet: string, batch: BatchResult): void {
-  const insertFeature = db.prepare('INSERT OR IGNORE INTO features (feature_set, sha256, vector) VALUES (?, ?, ?)');
+  const insertFeature = db.prepare('INSERT OR IGNORE INTO features (feature_set, sha256, view, vector) VALUES (?, ?, ?, ?)');
   const clearFailure = db.prepare('DELETE FROM failures WHERE feature_set = ? AND sha256 = ?');
   const insertFailure = db.prepare(
     'INSERT OR REPLACE INTO failures (feature_set, sha256, path, error) VALUES (?, ?, ?, ?)',
   );
   db.transaction(() => {
-    for (const { sha256, vector } of batch.features) {
-      insertFeature.run(featureSet, sha256, floatBytes(vector));
+    for (const { sha256, view = 'original', vector } of batch.features) {
+      insertFeature.run(featureSet, sha256, view, floatBytes(vector));
       clearFailure.run(featureSet, sha256);
     }
     for (const failure of batch.failures) insertFailure.run(featureSet, failure.sha256, failure.path, failure.error);
@@ -138,11 +148,11 @@ export function listFailures(db: Db, featureSet: string): FailureRow[] {
     .all(featureSet) as FailureRow[];
 }
 
-/** Feature vectors by content hash, for the hashes asked for (missing ones are absent). */
-export function loadVectors(db: Db, featureSet: string, hashes: readonly string[]): Map<string, Float32Array> {
+/** Feature vectors of one view by content hash, for the hashes asked for (missing ones are absent). */
+export function loadVectors(db: Db, featureSet: string, hashes: readonly string[], view = 'original'): Map<string, Float32Array> {
   const wanted = new Set(hashes);
   const vectors = new Map<string, Float32Array>();
-  const rows = db.prepare('SELECT sha256, vector FROM features WHERE feature_set = ?').iterate(featureSet) as Iterable<{
+  const rows = db.prepare('SELECT sha256, vector FROM features WHERE feature_set = ? AND view = ?').iterate(featureSet, view) as Iterable<{
     sha256: string;
     vector: Buffer;
   }>;

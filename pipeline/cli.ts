@@ -17,6 +17,7 @@ import { UserError } from '../core/errors.js';
 import { selectFeatureSet } from '../stages/feature-set.js';
 import { EXIT } from './exit-codes.js';
 import { checkCommandPaths, checkPredictPaths } from './paths.js';
+import { parseView } from '../data/views.js';
 import { onInterrupt } from './interrupt.js';
 import { startProgress } from './progress.js';
 
@@ -43,7 +44,8 @@ function withExtractFlags<T>(args: Argv<T>) {
     .option('data', { type: 'string', describe: 'dataset folder, one subfolder per class (dataset.root)' })
     .option('splits', { type: 'string', describe: 'folder with TrashNet-style split lists (dataset.splits)' })
     .option('model', { type: 'string', describe: 'TF.js layers model.json, path or URL (model.weights)' })
-    .option('size', { type: 'string', describe: 'input size HxW, e.g. 224x224 or 384x512 (model.size)' })
+    .option('size', { type: 'string', describe: 'input size HxW, or several comma-separated (one feature set each), e.g. 384x512,224x224 (model.size)' })
+    .option('views', { type: 'string', describe: 'views to extract, comma-separated: original, hflip, vflip, rot90, rot180, rot270, crop:F:POS (model.views)' })
     .option('resize', { type: 'string', describe: 'fill | cover (model.resize)' })
     .option('backend', { type: 'string', choices: BACKENDS, describe: 'engine (engine.backend)' })
     .option('batch', { type: 'string', coerce: positiveInt('batch'), describe: 'images per engine call (engine.batch)' })
@@ -74,7 +76,7 @@ async function extractCommand(argv: ConfigFlags & { config?: string }, config: C
   try {
     const summary = await runExtract({
       dataset: config.dataset,
-      model: config.model,
+      model: { weights: config.model.weights, size: config.model.sizes, resize: config.model.resize, views: config.model.views },
       db: config.cache.db,
       backend: config.engine.backend,
       batch: config.engine.batch,
@@ -90,7 +92,7 @@ async function extractCommand(argv: ConfigFlags & { config?: string }, config: C
     );
     for (const failure of summary.failures.slice(0, 5)) say(`  failed: ${failure.path}: ${failure.error}`);
     if (summary.failures.length > 5) say(`  ... and ${summary.failures.length - 5} more (pipeline cache --failures)`);
-    say(`feature set ${summary.featureSet.id} in ${config.cache.db}`);
+    for (const set of summary.featureSets) say(`feature set ${set.id} in ${config.cache.db} (${set.height}x${set.width}, views ${summary.views.join(', ')})`);
     if (summary.interrupted) {
       say('rerun the same command to extract the rest');
       process.exitCode = EXIT.interrupted;
@@ -213,13 +215,15 @@ async function cacheCommand(argv: { config?: string; db?: string; failures?: boo
   }
 }
 
-async function exportFeaturesCommand(argv: { config?: string; db?: string; out: string; 'feature-set'?: string }, config: Config) {
+async function exportFeaturesCommand(argv: { config?: string; db?: string; out: string; 'feature-set'?: string; view?: string }, config: Config) {
   const db = openDatabase(config.cache.db, { readonly: true });
   try {
     const set = selectFeatureSet(db, argv['feature-set']);
     const { exportFeatures } = await import('../stages/export-features.js');
-    const result = await exportFeatures(db, set, argv.out);
-    say(`wrote ${result.rows} x ${result.dim} features of ${set.id}: ${result.files.join(', ')}`);
+    const view = parseView(argv.view ?? 'original');
+    if (typeof view === 'string') throw new UserError(`--view: ${view}`);
+    const result = await exportFeatures(db, set, argv.out, view.name);
+    say(`wrote ${result.rows} x ${result.dim} features of ${set.id} (view ${view.name}): ${result.files.join(', ')}`);
   } finally {
     db.close();
   }
@@ -290,7 +294,8 @@ export function buildCli(args: string[]) {
       (a) =>
         withCacheFlags(a)
           .option('out', { type: 'string', demandOption: true, describe: 'output folder' })
-          .option('feature-set', FEATURE_SET_OPTION),
+          .option('feature-set', FEATURE_SET_OPTION)
+          .option('view', { type: 'string', describe: 'which view\'s vectors (default: original)' }),
       withCache(exportFeaturesCommand),
     )
     .demandCommand(1, 'name a command: extract, sweep, report, export, predict, cache, export-features')

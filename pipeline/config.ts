@@ -12,6 +12,7 @@ import { type InputSize, RESIZE_MODES, type ResizeMode, parseSize } from '../bac
 import { BACKENDS, type BackendRequest } from '../backbone/backends.js';
 import { UserError } from '../core/errors.js';
 import { requireInputFile } from './paths.js';
+import { type View, parseViews } from '../data/views.js';
 import { type SweepConfig, SweepSchema } from '../stages/sweep/config.js';
 
 /** Google's hosted Keras MobileNetV2 (alpha 1.0, no top) as a TF.js layers model. */
@@ -23,6 +24,13 @@ export const DEFAULT_DATASET_URL = 'https://github.com/garythung/trashnet/raw/ma
 const sizeField = z.string().refine((s) => parseSize(s) !== undefined, {
   message: 'expected HxW with both sides 32..4096, like 224x224 or 384x512',
 });
+/** One size or a list (one feature set each); a flag gives the list comma-separated. */
+const sizesField = z.union([sizeField, z.array(sizeField).min(1)]);
+const viewsField = z.array(z.string()).superRefine((names, ctx) => {
+  const views = parseViews(names);
+  if (typeof views === 'string') ctx.addIssue({ code: 'custom', message: views });
+});
+const listFlag = (text: string) => text.split(',').map((part) => part.trim());
 
 const FileSchema = z
   .object({
@@ -35,7 +43,7 @@ const FileSchema = z
       })
       .strict()
       .partial(),
-    model: z.object({ weights: z.string().min(1), size: sizeField, resize: z.enum(RESIZE_MODES) }).strict().partial(),
+    model: z.object({ weights: z.string().min(1), size: sizesField, resize: z.enum(RESIZE_MODES), views: viewsField }).strict().partial(),
     cache: z.object({ db: z.string().min(1) }).strict().partial(),
     engine: z
       .object({
@@ -56,7 +64,8 @@ export interface PipelineConfig {
   /** The file the settings came from, if any. */
   readonly file: string | null;
   readonly dataset: { root: string; url: string | null; sha256: string | null; splits: string | null };
-  readonly model: { weights: string; size: InputSize; resize: ResizeMode };
+  /** `size` is the first of `sizes`. */
+  readonly model: { weights: string; size: InputSize; sizes: InputSize[]; resize: ResizeMode; views: string[] };
   readonly cache: { db: string };
   readonly engine: { backend: BackendRequest; batch: number; concurrency: number };
   readonly sweep: SweepConfig;
@@ -68,6 +77,7 @@ export interface ConfigFlags {
   splits?: string;
   model?: string;
   size?: string;
+  views?: string;
   resize?: string;
   db?: string;
   backend?: string;
@@ -77,7 +87,7 @@ export interface ConfigFlags {
 
 const DEFAULTS = {
   dataset: { root: 'data/trashnet', url: DEFAULT_DATASET_URL, sha256: null, splits: null },
-  model: { weights: DEFAULT_MODEL_URL, size: '384x512', resize: 'fill' as ResizeMode },
+  model: { weights: DEFAULT_MODEL_URL, size: '384x512' as string | string[], resize: 'fill' as ResizeMode, views: ['original'] },
   cache: { db: 'runs/pipeline.sqlite' },
   engine: { backend: 'auto' as BackendRequest, batch: 8, concurrency: 4 },
 };
@@ -97,6 +107,8 @@ export function loadConfig(configPath: string | undefined, flags: ConfigFlags = 
 
   const dataset = { ...DEFAULTS.dataset, ...fromFile.dataset };
   const model = { ...DEFAULTS.model, ...fromFile.model };
+  const sizes = (flags.size !== undefined ? flag('--size', listFlag(flags.size), z.array(sizeField)) ?? [] : [model.size].flat()).map((s) => parseSize(s)!);
+  const views = flags.views !== undefined ? flag('--views', listFlag(flags.views), viewsField)! : model.views;
   const cache = { ...DEFAULTS.cache, ...fromFile.cache };
   const engine = { ...DEFAULTS.engine, ...fromFile.engine };
   const sweep = parseSection(SweepSchema, fromFile.sweep ?? {}, file, 'sweep');
@@ -111,7 +123,9 @@ export function loadConfig(configPath: string | undefined, flags: ConfigFlags = 
     },
     model: {
       weights: flags.model ? fromCwd(flags.model) : inFile(model.weights),
-      size: parseSize(flag('--size', flags.size, sizeField) ?? model.size)!,
+      size: sizes[0],
+      sizes,
+      views: views.map((name) => (parseViews([name]) as View[])[0].name),
       resize: flag('--resize', flags.resize, z.enum(RESIZE_MODES)) ?? model.resize,
     },
     cache: { db: flags.db ? fromCwd(flags.db) : inFile(cache.db) },
@@ -136,10 +150,10 @@ function datasetUrl(fromFile: FileConfig['dataset'], flags: ConfigFlags): string
 }
 
 
-function flag<T>(name: string, value: string | undefined, schema: z.ZodType<T>): T | undefined {
+function flag<T>(name: string, value: string | string[] | undefined, schema: z.ZodType<T>): T | undefined {
   if (value === undefined) return undefined;
   const result = schema.safeParse(value);
-  if (!result.success) throw new UserError(`${name} ${JSON.stringify(value)}: ${result.error.issues[0].message}`);
+  if (!result.success) throw new UserError(`${name} ${JSON.stringify(Array.isArray(value) ? value.join(',') : value)}: ${result.error.issues[0].message}`);
   return result.data;
 }
 

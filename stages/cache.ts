@@ -17,6 +17,7 @@ export function describeCache(db: Db, dbPath: string, options: CacheListingOptio
     lines.push(
       `  ${set.id}  MobileNetV2 alpha ${set.alpha}  ${set.height}x${set.width} ${set.resize}  ${set.backend}  ` +
         `${set.features} vectors for ${set.images} images, ${set.failures} failures  created ${set.createdAt}`,
+      `      views ${set.views.map((v) => `${v.view} (${v.vectors})`).join(', ') || 'none yet'}`,
       `      model ${set.modelSource}`,
     );
   }

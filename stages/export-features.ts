@@ -16,11 +16,14 @@ export interface ExportedFeatures {
   readonly files: readonly string[];
 }
 
-export async function exportFeatures(db: Db, featureSet: FeatureSet, outDir: string): Promise<ExportedFeatures> {
+/** `view`: which view's vectors (data/views.ts), 'original' by default. */
+export async function exportFeatures(db: Db, featureSet: FeatureSet, outDir: string, view = 'original'): Promise<ExportedFeatures> {
   const items = listItems(db, featureSet.id);
-  const vectors = loadVectors(db, featureSet.id, items.map((item) => item.sha256));
+  const vectors = loadVectors(db, featureSet.id, items.map((item) => item.sha256), view);
   const rows = items.filter((item) => vectors.has(item.sha256));
-  if (rows.length === 0) throw new UserError(`feature set ${featureSet.id} has no extracted features: run \`pipeline extract\``);
+  if (rows.length === 0) {
+    throw new UserError(`feature set ${featureSet.id} has no extracted features of view ${view}: run \`pipeline extract${view === 'original' ? '' : ` --views ${view}`}\``);
+  }
   const matrix = new Float32Array(rows.length * featureSet.dim);
   rows.forEach((item, i) => matrix.set(vectors.get(item.sha256)!, i * featureSet.dim));
   const csv = stringify(

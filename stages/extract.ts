@@ -1,10 +1,12 @@
 /**
  * Stage one: run the frozen backbone once over the dataset and cache the pooled features.
  *
- * Flow: scan the folder -> hash every file -> record the listing -> for content hashes
- * with no vector yet, decode (sharp, p-limit) and run the engine batch by batch, the next
- * batch decoding while the engine works -> commit each batch in its own transaction.
- * A kill loses at most the batches in flight; a rerun computes only what is missing.
+ * Flow: scan the folder -> hash every file -> record the listing (one feature set per
+ * input size) -> for content hashes missing a vector of some (size, view), decode the
+ * image once (sharp, p-limit), make every missing view at every size from the decoded
+ * pixels, and run the engine (one engine serves all sizes), the next group decoding
+ * while the engine works -> commit each group. A kill loses at most the groups in
+ * flight; a rerun computes only what is missing.
  */
 import { readFile } from 'node:fs/promises';
 import pLimit from 'p-limit';
@@ -25,14 +27,16 @@ import {
 import { type Dataset, type DatasetItem, scanDataset } from '../data/dataset.js';
 import { ensureDataset } from '../data/fetch-dataset.js';
 import { sha256 } from '../data/hash.js';
-import { decodeImage } from '../data/images.js';
+import { decodeSources, renderInput } from '../data/images.js';
+import { type View, parseViews } from '../data/views.js';
 import { type BackendRequest, resolveBackend } from '../backbone/backends.js';
-import { messageOf } from '../core/errors.js';
+import { UserError, messageOf } from '../core/errors.js';
 import { type Log, type StartProgress, noProgress, quietLog } from '../core/log.js';
 
 export interface ExtractOptions {
   readonly dataset: { root: string; url: string | null; sha256: string | null; splits: string | null };
-  readonly model: { weights: string; size: InputSize; resize: ResizeMode };
+  /** One size or several (one feature set each); views default to ['original'] (data/views.ts). */
+  readonly model: { weights: string; size: InputSize | readonly InputSize[]; resize: ResizeMode; views?: readonly string[] };
   readonly db: string;
   readonly backend: BackendRequest;
   readonly batch: number;
@@ -44,12 +48,20 @@ export interface ExtractOptions {
 }
 
 export interface ExtractSummary {
+  /** The feature set of the first size. */
   readonly featureSet: FeatureSet;
+  /** One per size, in the order asked for. */
+  readonly featureSets: readonly FeatureSet[];
+  readonly views: readonly string[];
   readonly dataset: Dataset;
   readonly images: number;
   /** Distinct contents that needed the backbone this run. */
   readonly toExtract: number;
+  /** Vectors computed (images x views x sizes). */
   readonly extracted: number;
+  /** Image decodes: one per image (per distinct JPEG shrink factor among the sizes). */
+  readonly decoded: number;
+  /** Images with every vector already cached. */
   readonly cached: number;
   readonly failures: readonly FailureRow[];
   readonly seconds: number;
@@ -60,8 +72,23 @@ interface HashedItem extends DatasetItem {
   readonly sha256: string;
 }
 
+/** One vector to compute: a view at a size. */
+interface Output {
+  readonly set: FeatureSet;
+  readonly size: InputSize;
+  readonly view: View;
+}
+
+interface Work {
+  readonly item: HashedItem;
+  readonly outputs: readonly Output[];
+}
+
 export async function runExtract(options: ExtractOptions): Promise<ExtractSummary> {
   const { log = quietLog, startProgress = noProgress } = options;
+  const sizes: readonly InputSize[] = Array.isArray(options.model.size) ? options.model.size : [options.model.size as InputSize];
+  const views = parseViews(options.model.views ?? ['original']);
+  if (typeof views === 'string') throw new UserError(`--views / model.views: ${views}`);
   await ensureDataset(options.dataset, log, startProgress);
   const dataset = await scanDataset(options.dataset.root, options.dataset.splits ?? undefined);
   const { skipped } = dataset;
@@ -76,68 +103,90 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
   const weights = await backboneWeights(await readWeightFile(options.model.weights, log));
   log(
     `model: MobileNetV2 alpha ${weights.arch.alpha} from ${options.model.weights}` +
-      `${weights.foldedAtLoad ? ' (BatchNorm folded at load)' : ''}, input ${formatSize(options.model.size)} (${options.model.resize})`,
+      `${weights.foldedAtLoad ? ' (BatchNorm folded at load)' : ''}, input ${sizes.map(formatSize).join(', ')} (${options.model.resize}), ` +
+      `views ${views.map((v) => v.name).join(', ')}`,
   );
 
   const db = openDatabase(options.db);
   try {
-    const featureSet = ensureFeatureSet(db, {
-      id: featureSetId(weights.sha256, weights.arch.name, weights.arch.alpha, options.model.size, options.model.resize, backend.backend),
-      modelSource: options.model.weights,
-      weightsSha256: weights.sha256,
-      architecture: weights.arch.name,
-      alpha: weights.arch.alpha,
-      height: options.model.size.height,
-      width: options.model.size.width,
-      resize: options.model.resize,
-      preprocessing: PREPROCESSING.id,
-      backend: backend.backend,
-      dim: weights.arch.featureDim,
-    });
+    const featureSets = sizes.map((size) =>
+      ensureFeatureSet(db, {
+        id: featureSetId(weights.sha256, weights.arch.name, weights.arch.alpha, size, options.model.resize, backend.backend),
+        modelSource: options.model.weights,
+        weightsSha256: weights.sha256,
+        architecture: weights.arch.name,
+        alpha: weights.arch.alpha,
+        height: size.height,
+        width: size.width,
+        resize: options.model.resize,
+        preprocessing: PREPROCESSING.id,
+        backend: backend.backend,
+        dim: weights.arch.featureDim,
+      }),
+    );
     const items = await hashItems(dataset.items, options.concurrency);
-    replaceItems(db, featureSet.id, items);
+    for (const set of featureSets) replaceItems(db, set.id, items);
 
-    const done = extractedHashes(db, featureSet.id);
-    const cached = items.filter((item) => done.has(item.sha256)).length;
-    const pending = uniqueByContent(items).filter((item) => !done.has(item.sha256));
-    log(`feature set ${featureSet.id}: ${cached} images cached, ${pending.length} distinct images to extract`);
+    const allOutputs = featureSets.flatMap((set, i) => views.map((view) => ({ set, size: sizes[i], view, done: extractedHashes(db, set.id, view.name) })));
+    const missing = (item: HashedItem) => allOutputs.filter((o) => !o.done.has(item.sha256));
+    const cached = items.filter((item) => missing(item).length === 0).length;
+    const pending: Work[] = uniqueByContent(items)
+      .map((item) => ({ item, outputs: missing(item) }))
+      .filter((work) => work.outputs.length > 0);
+    for (const set of featureSets) log(`feature set ${set.id} (${set.height}x${set.width})`);
+    log(`${cached} images fully cached, ${pending.length} distinct images to extract (${pending.reduce((n, w) => n + w.outputs.length, 0)} vectors)`);
 
-    const runId = startExtractRun(db, featureSet.id, dataset.root, items.length);
+    const runIds = featureSets.map((set) => startExtractRun(db, set.id, dataset.root, items.length));
     const started = performance.now();
-    let extracted = 0;
-    const failures: FailureRow[] = [];
+    const extractedPer = new Map(featureSets.map((set) => [set.id, 0]));
+    let decoded = 0;
+    /** By content: a failure is recorded in every feature set, reported once. */
+    const failures = new Map<string, FailureRow>();
     let interrupted = false;
     let aborted = false;
     let status: 'done' | 'interrupted' | 'failed' = 'failed';
     try {
       if (pending.length > 0) {
-        const engine = await startEngine({ weights, backend, size: options.model.size, batchSize: options.batch });
+        const engine = await startEngine({ weights, backend, size: sizes[0], batchSize: options.batch });
         const progress = startProgress('extract', pending.length, 'images');
         try {
           const decodeLimit = pLimit(options.concurrency);
-          // One batch per engine slot plus one decoding ahead keeps the engine busy.
-          const batchLimit = pLimit(engine.parallelism + 1);
-          // One pixel buffer per batch in flight, reused: fresh memory is slow to touch on these VMs.
-          const buffers = Array.from({ length: engine.parallelism + 1 }, () => new Uint8Array(options.batch * imageBytes(options.model.size)));
+          // One group per engine slot plus one decoding ahead keeps the engine busy.
+          const groupLimit = pLimit(engine.parallelism + 1);
+          // Pixel buffers per size, reused (and moved to the engine thread, not copied):
+          // fresh memory is slow to touch on these VMs.
+          const buffers = new Map<string, Uint8Array[]>();
+          const engineRun = async (size: InputSize, inputs: readonly Buffer[]) => {
+            const free = buffers.get(formatSize(size)) ?? [];
+            buffers.set(formatSize(size), free);
+            const buffer = free.pop() ?? new Uint8Array(options.batch * imageBytes(size));
+            inputs.forEach((pixels, i) => buffer.set(pixels, i * imageBytes(size)));
+            const result = await engine.runInPlace(buffer, inputs.length, size);
+            free.push(result.buffer);
+            return result.features;
+          };
+          // Groups of `batch` images: each image's vectors of every view and size are computed together.
+          const groupSize = Math.max(1, Math.floor(options.batch / Math.max(1, views.length)));
           await Promise.all(
-            chunk(pending, options.batch).map((batch) =>
-              batchLimit(async () => {
+            chunk(pending, groupSize).map((group) =>
+              groupLimit(async () => {
                 if (aborted) return;
                 if (options.shouldStop?.()) {
                   interrupted = true;
                   return;
                 }
-                const buffer = buffers.pop()!;
-                const result = await extractBatch(batch, options.model, decodeLimit, buffer, engine.run.bind(engine), featureSet.dim)
-                  .catch((error: unknown) => {
-                    aborted = true; // queued batches return at once; committed ones stay
-                    throw error;
-                  })
-                  .finally(() => buffers.push(buffer));
-                saveBatch(db, featureSet.id, result);
-                extracted += result.features.length;
-                failures.push(...result.failures);
-                progress.advance(batch.length);
+                const result = await extractGroup(group, options, decodeLimit, engineRun, weights.arch.featureDim).catch((error: unknown) => {
+                  aborted = true; // queued groups return at once; committed ones stay
+                  throw error;
+                });
+                for (const set of featureSets) {
+                  const features = result.features.filter((f) => f.set === set);
+                  saveBatch(db, set.id, { features, failures: result.failures.filter((f) => f.set === set) });
+                  extractedPer.set(set.id, extractedPer.get(set.id)! + features.length);
+                }
+                decoded += result.decoded;
+                for (const { sha256, path, error } of result.failures) failures.set(sha256, { sha256, path, error });
+                progress.advance(group.length);
               }),
             ),
           );
@@ -149,17 +198,21 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
       status = interrupted ? 'interrupted' : 'done';
     } finally {
       const seconds = (performance.now() - started) / 1000;
-      finishExtractRun(db, runId, { status, extracted, failed: failures.length, seconds });
+      featureSets.forEach((set, i) =>
+        finishExtractRun(db, runIds[i], { status, extracted: extractedPer.get(set.id)!, failed: failures.size, seconds }),
+      );
     }
     // Failures are per content; report every path that has that content.
-    const errorOf = new Map(failures.map((f) => [f.sha256, f.error]));
-    const failedPaths = items.filter((item) => errorOf.has(item.sha256)).map((item) => ({ sha256: item.sha256, path: item.path, error: errorOf.get(item.sha256)! }));
+    const failedPaths = items.filter((item) => failures.has(item.sha256)).map((item) => ({ sha256: item.sha256, path: item.path, error: failures.get(item.sha256)!.error }));
     return {
-      featureSet,
+      featureSet: featureSets[0],
+      featureSets,
+      views: views.map((v) => v.name),
       dataset,
       images: items.length,
       toExtract: pending.length,
-      extracted,
+      extracted: [...extractedPer.values()].reduce((a, b) => a + b, 0),
+      decoded,
       cached,
       failures: failedPaths,
       seconds: (performance.now() - started) / 1000,
@@ -205,37 +258,57 @@ function chunk<T>(items: readonly T[], size: number): T[][] {
   return chunks;
 }
 
-async function extractBatch(
-  batch: readonly HashedItem[],
-  model: ExtractOptions['model'],
+/** Reads and decodes each image once, renders its missing outputs, runs them through the engine by size. */
+async function extractGroup(
+  group: readonly Work[],
+  options: ExtractOptions,
   decodeLimit: ReturnType<typeof pLimit>,
-  buffer: Uint8Array,
-  run: (pixels: Uint8Array, count: number) => Promise<Float32Array>,
+  engineRun: (size: InputSize, inputs: readonly Buffer[]) => Promise<Float32Array>,
   dim: number,
 ) {
-  const bytesPerImage = imageBytes(model.size);
-  const decoded = await Promise.all(
-    batch.map((item) =>
+  let decoded = 0;
+  const rendered = await Promise.all(
+    group.map(({ item, outputs }) =>
       decodeLimit(async () => {
         try {
           const bytes = await readFile(item.absolutePath);
           // The file may have changed since it was hashed; its vector must match its hash.
           if (sha256(bytes) !== item.sha256) throw new Error('file changed during extraction; rerun to pick it up');
-          return { item, pixels: await decodeImage(bytes, model.size, model.resize) };
+          const sizes = [...new Map(outputs.map((o) => [formatSize(o.size), o.size])).values()];
+          const { sources, decodes } = await decodeSources(bytes, sizes);
+          decoded += decodes;
+          const sourceOf = new Map(sizes.map((size, i) => [formatSize(size), sources[i]]));
+          const inputs: Buffer[] = [];
+          for (const o of outputs) inputs.push(await renderInput(sourceOf.get(formatSize(o.size))!, o.view, o.size, options.model.resize));
+          return { work: { item, outputs }, inputs };
         } catch (error) {
-          return { item, error: messageOf(error).split('\n')[0] };
+          return { work: { item, outputs }, error: messageOf(error).split('\n')[0] };
         }
       }),
     ),
   );
-  const good = decoded.filter((d): d is { item: HashedItem; pixels: Buffer } => 'pixels' in d);
-  const failures = decoded
-    .filter((d): d is { item: HashedItem; error: string } => 'error' in d)
-    .map(({ item, error }) => ({ sha256: item.sha256, path: item.path, error }));
-  if (good.length === 0) return { features: [], failures };
-  const pixels = buffer.subarray(0, good.length * bytesPerImage);
-  good.forEach((d, i) => pixels.set(d.pixels, i * bytesPerImage));
-  const vectors = await run(pixels, good.length);
-  const features = good.map((d, i) => ({ sha256: d.item.sha256, vector: vectors.slice(i * dim, (i + 1) * dim) }));
-  return { features, failures };
+  const features: { set: FeatureSet; sha256: string; view: string; vector: Float32Array }[] = [];
+  const failures: (FailureRow & { set: FeatureSet })[] = [];
+  const bySize = new Map<string, { size: InputSize; jobs: { output: Output; sha256: string; pixels: Buffer }[] }>();
+  for (const r of rendered) {
+    if ('error' in r) {
+      for (const set of new Set(r.work.outputs.map((o) => o.set))) failures.push({ set, sha256: r.work.item.sha256, path: r.work.item.path, error: r.error! });
+      continue;
+    }
+    r.work.outputs.forEach((output, i) => {
+      const key = formatSize(output.size);
+      const entry = bySize.get(key) ?? { size: output.size, jobs: [] };
+      entry.jobs.push({ output, sha256: r.work.item.sha256, pixels: r.inputs![i] });
+      bySize.set(key, entry);
+    });
+  }
+  await Promise.all(
+    [...bySize.values()].flatMap(({ size, jobs }) =>
+      chunk(jobs, options.batch).map(async (batch) => {
+        const vectors = await engineRun(size, batch.map((j) => j.pixels));
+        batch.forEach((j, i) => features.push({ set: j.output.set, sha256: j.sha256, view: j.output.view.name, vector: vectors.slice(i * dim, (i + 1) * dim) }));
+      }),
+    ),
+  );
+  return { features, failures, decoded };
 }

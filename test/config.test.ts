@@ -36,7 +36,7 @@ test('defaults without a config file', (t) => {
   const config = inDir(dir, () => loadConfig(undefined));
   t.is(config.file, null);
   t.deepEqual(config.dataset, { root: join(dir, 'data', 'trashnet'), url: DEFAULT_DATASET_URL, sha256: null, splits: null });
-  t.deepEqual(config.model, { weights: DEFAULT_MODEL_URL, size: { height: 384, width: 512 }, resize: 'fill' });
+  t.deepEqual(config.model, { weights: DEFAULT_MODEL_URL, size: { height: 384, width: 512 }, sizes: [{ height: 384, width: 512 }], resize: 'fill', views: ['original'] });
   t.deepEqual(config.cache, { db: join(dir, 'runs', 'pipeline.sqlite') });
   t.deepEqual(config.engine, { backend: 'auto', batch: 8, concurrency: 4 });
   t.is(config.sweep.method, 'grid');
@@ -74,7 +74,7 @@ test('the file overrides the defaults, the flags override the file', (t) => {
   t.is(fromFile.dataset.root, '/data/set');
   t.is(fromFile.dataset.url, null, 'the default download URL belongs to the default root, not to a folder the user names');
   t.is(fromFile.dataset.sha256, 'abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789');
-  t.deepEqual(fromFile.model, { weights: 'https://example.com/m/model.json', size: { height: 224, width: 224 }, resize: 'cover' });
+  t.deepEqual(fromFile.model, { weights: 'https://example.com/m/model.json', size: { height: 224, width: 224 }, sizes: [{ height: 224, width: 224 }], resize: 'cover', views: ['original'] });
   t.is(fromFile.cache.db, '/var/cache.db');
   t.deepEqual(fromFile.engine, { backend: 'wasm', batch: 16, concurrency: 2 });
 
@@ -91,7 +91,7 @@ test('the file overrides the defaults, the flags override the file', (t) => {
   });
   t.is(flagged.dataset.root, '/other/data');
   t.is(flagged.dataset.splits, '/lists');
-  t.deepEqual(flagged.model, { weights: '/models/x/model.json', size: { height: 96, width: 128 }, resize: 'fill' });
+  t.deepEqual(flagged.model, { weights: '/models/x/model.json', size: { height: 96, width: 128 }, sizes: [{ height: 96, width: 128 }], resize: 'fill', views: ['original'] });
   t.is(flagged.cache.db, '/tmp/x.db');
   t.deepEqual(flagged.engine, { backend: 'cpu', batch: 5, concurrency: 1 });
 });

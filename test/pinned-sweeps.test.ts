@@ -142,7 +142,7 @@ test('a database made by the previous schema is migrated; its old sweep is repor
   const current = new Database(path);
   const featureSets = current.prepare('SELECT * FROM feature_sets').all() as Record<string, unknown>[];
   const items = current.prepare('SELECT * FROM dataset_items').all() as Record<string, unknown>[];
-  const features = current.prepare('SELECT * FROM features').all() as Record<string, unknown>[];
+  const features = current.prepare("SELECT feature_set, sha256, vector FROM features WHERE view = 'original'").all() as Record<string, unknown>[];
   current.close();
   await rm(path);
   const old = new Database(path);

@@ -18,6 +18,7 @@ import { UserError } from '../core/errors.js';
 import { selectFeatureSet } from './select.js';
 import { onInterrupt } from './interrupt.js';
 import { startProgress } from './progress.js';
+import { auditCommand } from './audit-command.js';
 
 const positiveInt = (name: string) => (value: unknown) => {
   const n = Number(value);
@@ -301,6 +302,7 @@ export function buildCli(args: string[]) {
           .option('feature-set', FEATURE_SET_OPTION),
       withCache(exportFeaturesCommand),
     )
+    .command(auditCommand)
     .demandCommand(1, 'name a command: extract, sweep, report, export, predict, cache, export-features')
     .strict()
     .help()

@@ -16,6 +16,7 @@ const BENCHMARKS: Benchmark[] = [
   { name: 'extract', run: extract },
   { name: 'engines', run: engines },
   { name: 'sweep', run: sweep },
+  { name: 'audit', run: (await import('./audit.js')).run },
 ];
 
 const only = process.argv.slice(2);

@@ -7,6 +7,7 @@ import { run as extract } from './extract.js';
 import { describeMachine } from './machine.js';
 import { run as sweep } from './sweep.js';
 import { run as trainerRecipe } from './trainer-recipe.js';
+import { run as audit } from './audit.js';
 
 interface Benchmark {
   readonly name: string;
@@ -18,6 +19,7 @@ const BENCHMARKS: Benchmark[] = [
   { name: 'engines', run: engines },
   { name: 'sweep', run: sweep },
   { name: 'trainer-recipe', run: trainerRecipe },
+  { name: 'audit', run: audit },
 ];
 
 const only = process.argv.slice(2);

@@ -150,6 +150,31 @@ INSERT INTO features_with_view (feature_set, sha256, view, vector) SELECT featur
 DROP TABLE features;
 ALTER TABLE features_with_view RENAME TO features;
 `,
+  // 4: what `pipeline audit` needs. One 64-bit perceptual hash per image content
+  // (data/phash.ts) as 16 hex digits, not per feature set: the hash squeezes any input size
+  // to 32 x 32, so every feature set of the same image shares it. Each audit's findings as
+  // the JSON `pipeline audit --json` prints, and its map, one row per image.
+  `
+CREATE TABLE image_hashes (
+  sha256 TEXT PRIMARY KEY,
+  phash TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE audits (
+  id INTEGER PRIMARY KEY,
+  feature_set TEXT NOT NULL REFERENCES feature_sets(id),
+  created_at TEXT NOT NULL,
+  config_json TEXT NOT NULL,
+  result_json TEXT NOT NULL,
+  seconds REAL NOT NULL
+);
+CREATE TABLE audit_map (
+  audit_id INTEGER NOT NULL REFERENCES audits(id),
+  path TEXT NOT NULL,
+  x REAL NOT NULL,
+  y REAL NOT NULL,
+  PRIMARY KEY (audit_id, path)
+) WITHOUT ROWID;
+`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

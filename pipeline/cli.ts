@@ -20,6 +20,7 @@ import { checkCommandPaths, checkPredictPaths } from './paths.js';
 import { parseView } from '../data/views.js';
 import { onInterrupt } from './interrupt.js';
 import { startProgress } from './progress.js';
+import { auditCommand } from './audit-command.js';
 
 const positiveInt = (name: string) => (value: unknown) => {
   const n = Number(value);
@@ -298,6 +299,7 @@ export function buildCli(args: string[]) {
           .option('view', { type: 'string', describe: 'which view\'s vectors (default: original)' }),
       withCache(exportFeaturesCommand),
     )
+    .command(auditCommand)
     .demandCommand(1, 'name a command: extract, sweep, report, export, predict, cache, export-features')
     .strict()
     .help()

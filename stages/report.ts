@@ -237,7 +237,8 @@ export function gatherReport(db: Db, sweepRow: SweepRow): ReportFacts {
  * The data a sweep was trained on, as stored with it: never the dataset's current listing,
  * which may have changed since.
  */
-function pinnedData(db: Db, sweep: SweepRow): { labels: string[]; train: SweepMember[]; val: SweepMember[]; test: SweepMember[] } {
+/** The images a sweep was trained and scored on, as stored with it (never the current listing). */
+export function pinnedData(db: Db, sweep: SweepRow): { labels: string[]; train: SweepMember[]; val: SweepMember[]; test: SweepMember[] } {
   if (sweep.dataHash === null || sweep.labels === null) {
     throw new UserError(
       `sweep ${sweep.id} was made by an earlier pipeline that did not record which images it trained on, so its split and misclassified images cannot be shown: run \`pipeline sweep\` again`,

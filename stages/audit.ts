@@ -1,0 +1,289 @@
+/**
+ * `pipeline audit`: what is wrong with the dataset, found from the cached embeddings.
+ * Duplicate groups (exact and near), copies leaking across splits or classes, suspected
+ * label errors (confident learning on k-fold out-of-sample probabilities), the least
+ * typical images of each class, the test accuracy of the latest sweep without test images
+ * that have a copy in train/val, and a 2-D map. The result is stored in the cache; its
+ * field names are the JSON API (README): change them only with the README.
+ */
+import { saveAudit } from '../cache/audit.js';
+import type { Db } from '../cache/database.js';
+import { type FeatureSet, latestExtractRun, listItems, loadVectors } from '../cache/features.js';
+import { listSweeps, loadSplit } from '../cache/sweeps.js';
+import { UserError } from '../core/errors.js';
+import { type Log, type StartProgress, noProgress, quietLog } from '../core/log.js';
+import { byCodeUnit } from '../data/dataset.js';
+import type { AuditConfig } from './audit/config.js';
+import { type AuditItem, type DuplicateGroup, type Leak, candidateCosine, duplicateGroups, findLeaks, pairDistances } from './audit/duplicates.js';
+import { perceptualHashes } from './audit/hashes.js';
+import { confidentLearning, labelIssueRows, outOfSampleProbabilities } from './audit/labels.js';
+import { umapLayout } from './audit/map.js';
+import { findNeighbours } from './audit/neighbours.js';
+import { argmaxRows, pinnedData, sweepResults } from './report.js';
+
+export interface AuditOptions {
+  readonly db: Db;
+  readonly featureSet: FeatureSet;
+  readonly config: AuditConfig;
+  readonly log?: Log;
+  readonly startProgress?: StartProgress;
+}
+
+export interface LabelIssue {
+  readonly path: string;
+  readonly given_label: string;
+  readonly suggested_label: string;
+  /** Out-of-sample probability of the given label: lower is more suspect. */
+  readonly score: number;
+}
+
+export interface Outlier {
+  readonly path: string;
+  readonly label: string;
+  /** Mean cosine to the nearest images of the same class: lower is less typical. */
+  readonly score: number;
+}
+
+export interface LeakFreeAccuracy {
+  readonly sweep: number;
+  readonly run_key: string;
+  readonly test_images: number;
+  readonly test_accuracy: number;
+  /** Test images left out: those with a copy in train or val. */
+  readonly left_out: number;
+  readonly test_accuracy_without_copies: number | null;
+}
+
+export interface AuditResult {
+  readonly audit_id: number;
+  readonly feature_set: string;
+  readonly split_source: string;
+  readonly labels: string[];
+  readonly duplicate_groups: DuplicateGroup[];
+  readonly leaks: Leak[];
+  readonly label_issues: LabelIssue[];
+  readonly outliers: Outlier[];
+  /** null when the feature set has no finished sweep. */
+  readonly test_accuracy: LeakFreeAccuracy | null;
+  /** rows = given label, columns = confident label (labels order). */
+  readonly confident_joint: number[][];
+  readonly summary: {
+    images: number;
+    duplicate_groups: number;
+    exact_groups: number;
+    near_groups: number;
+    images_in_groups: number;
+    cross_split_groups: number;
+    cross_class_groups: number;
+    test_images_with_copy_in_train_val: number;
+    label_issues: number;
+    outliers: number;
+    phash_computed: number;
+    phash_unavailable: number;
+    oos_accuracy: number;
+  };
+  /** Wall time of each part; label_issues includes the map, which is laid out while the folds train. */
+  readonly seconds: { hashes: number; neighbours: number; label_issues: number; map: number; total: number };
+}
+
+export async function runAudit(options: AuditOptions): Promise<AuditResult> {
+  const { db, featureSet, config } = options;
+  const log = options.log ?? quietLog;
+  const started = performance.now();
+  const clock = () => {
+    let last = performance.now();
+    return () => {
+      const now = performance.now();
+      const seconds = (now - last) / 1000;
+      last = now;
+      return seconds;
+    };
+  };
+  const lap = clock();
+
+  const listed = listItems(db, featureSet.id);
+  if (listed.length === 0) throw new UserError(`feature set ${featureSet.id} has no images recorded: run \`pipeline extract\` first`);
+  const vectors = loadVectors(db, featureSet.id, listed.map((item) => item.sha256));
+  const stored = loadSplit(db, featureSet.id);
+  const storedSplit = new Map(stored.map((row) => [row.path, row.split as string]));
+  const items: AuditItem[] = listed
+    .filter((item) => vectors.has(item.sha256))
+    .map((item) => ({ ...item, split: stored.length > 0 ? (storedSplit.get(item.path) ?? null) : item.split }));
+  if (items.length < listed.length) log(`${listed.length - items.length} images have no features (failed or not extracted) and are left out`);
+  if (items.length < 2) throw new UserError(`feature set ${featureSet.id} has ${items.length} usable images: an audit needs at least 2`);
+  const splitSource = stored[0]?.source ?? (items.some((item) => item.split) ? 'official split lists' : 'none');
+
+  const labels = [...new Set(items.map((item) => item.label))].sort(byCodeUnit);
+  const classIndex = new Map(labels.map((label, i) => [label, i]));
+  const y = Int32Array.from(items, (item) => classIndex.get(item.label)!);
+  const contentIds = new Map<string, number>();
+  const contents = Int32Array.from(items, (item) => {
+    if (!contentIds.has(item.sha256)) contentIds.set(item.sha256, contentIds.size);
+    return contentIds.get(item.sha256)!;
+  });
+  const dim = featureSet.dim;
+  const x = new Float32Array(items.length * dim);
+  items.forEach((item, i) => x.set(vectors.get(item.sha256)!, i * dim));
+
+  const root = latestExtractRun(db, featureSet.id)?.datasetRoot ?? null;
+  const hashed = await perceptualHashes(db, featureSet, items, root, log, options.startProgress ?? noProgress);
+  const hashSeconds = lap();
+
+  const neighbours = await findNeighbours({
+    vectors: x,
+    dim,
+    labels: y,
+    contents,
+    k: Math.max(1, config.map.neighbors - 1),
+    classK: config.outliers.neighbors,
+    pairCosine: candidateCosine(config.duplicates),
+  });
+  const distances = pairDistances(neighbours.pairs, items, hashed.hashes);
+  const groups = duplicateGroups(items, neighbours.pairs, distances, config.duplicates);
+  const leaks = findLeaks(groups);
+  const neighbourSeconds = lap();
+
+  const rowOf = new Map(items.map((item, i) => [item.path, i]));
+  const groupOf = Int32Array.from(items, (_, i) => groups.length + i);
+  groups.forEach((group, g) => group.paths.forEach((path) => (groupOf[rowOf.get(path)!] = g)));
+  // The folds train in worker threads; the map is laid out here meanwhile.
+  const training = outOfSampleProbabilities({ vectors: x, dim, classes: labels.length, labels: y, groups: groupOf }, config.label_issues);
+  const mapStarted = performance.now();
+  const layout = umapLayout(neighbours.index, neighbours.cosine, items.length, config.map);
+  const mapSeconds = (performance.now() - mapStarted) / 1000;
+  const probabilities = await training;
+  const cl = confidentLearning(probabilities, y, labels.length);
+  const predicted = argmaxRows(probabilities, labels.length);
+  const labelIssues = labelIssueRows(cl, y).map((i) => ({
+    path: items[i].path,
+    given_label: items[i].label,
+    suggested_label: labels[cl.confident[i]],
+    score: round(cl.selfConfidence[i]),
+  }));
+  const outliers = leastTypical(items, y, labels.length, neighbours.classCosine, config.outliers);
+  const labelSeconds = lap();
+
+  const testAccuracy = leakFreeAccuracy(db, featureSet, groups);
+  const summary: AuditResult['summary'] = {
+    images: items.length,
+    duplicate_groups: groups.length,
+    exact_groups: groups.filter((g) => g.kind === 'exact').length,
+    near_groups: groups.filter((g) => g.kind === 'near').length,
+    images_in_groups: groups.reduce((sum, g) => sum + g.paths.length, 0),
+    cross_split_groups: leaks.filter((leak) => leak.splits.length > 1).length,
+    cross_class_groups: leaks.filter((leak) => leak.labels.length > 1).length,
+    test_images_with_copy_in_train_val: testCopies(groups).size,
+    label_issues: labelIssues.length,
+    outliers: outliers.length,
+    phash_computed: hashed.computed,
+    phash_unavailable: hashed.unreadable,
+    oos_accuracy: round(predicted.reduce((sum, p, i) => sum + (p === y[i] ? 1 : 0), 0) / items.length),
+  };
+  const seconds = {
+    hashes: round(hashSeconds, 3),
+    neighbours: round(neighbourSeconds, 3),
+    label_issues: round(labelSeconds, 3),
+    map: round(mapSeconds, 3),
+    total: round((performance.now() - started) / 1000, 3),
+  };
+  const findings = {
+    feature_set: featureSet.id,
+    split_source: splitSource,
+    labels,
+    duplicate_groups: groups,
+    leaks,
+    label_issues: labelIssues,
+    outliers,
+    test_accuracy: testAccuracy,
+    confident_joint: cl.confidentJoint,
+    summary,
+    seconds,
+  };
+  const auditId = saveAudit(db, {
+    featureSet: featureSet.id,
+    config,
+    result: findings,
+    seconds: seconds.total,
+    map: items.map((item, i) => ({ path: item.path, x: layout[i * 2], y: layout[i * 2 + 1] })),
+  });
+  return { audit_id: auditId, ...findings };
+}
+
+/** The least typical images of each class: lowest mean cosine to their nearest same-class images. */
+function leastTypical(
+  items: readonly AuditItem[],
+  y: Int32Array,
+  classes: number,
+  classCosine: Float32Array,
+  config: AuditConfig['outliers'],
+): Outlier[] {
+  const k = config.neighbors;
+  const scored = items.map((item, i) => {
+    let sum = 0;
+    let count = 0;
+    for (let r = 0; r < k; r++) {
+      const cosine = classCosine[i * k + r];
+      if (cosine === -Infinity) break;
+      sum += cosine;
+      count++;
+    }
+    return { row: i, score: count ? sum / count : 0 };
+  });
+  const outliers: Outlier[] = [];
+  for (let c = 0; c < classes; c++) {
+    scored
+      .filter(({ row }) => y[row] === c)
+      .sort((a, b) => a.score - b.score || a.row - b.row)
+      .slice(0, config.per_class)
+      .forEach(({ row, score }) => outliers.push({ path: items[row].path, label: items[row].label, score: round(score) }));
+  }
+  return outliers;
+}
+
+/** Test images with a copy (in their duplicate group) in train or val. */
+function testCopies(groups: readonly DuplicateGroup[]): Set<string> {
+  const paths = new Set<string>();
+  for (const group of groups) {
+    if (!group.split.some((s) => s === 'train' || s === 'val')) continue;
+    group.paths.forEach((path, i) => {
+      if (group.split[i] === 'test') paths.add(path);
+    });
+  }
+  return paths;
+}
+
+/**
+ * The latest finished sweep's winner (its best seed, as `pipeline report` shows it) on
+ * test, with and without the test images that have a copy in train or val. Its stored
+ * test probabilities are in the order of the sweep's own test members.
+ */
+function leakFreeAccuracy(db: Db, featureSet: FeatureSet, groups: readonly DuplicateGroup[]): LeakFreeAccuracy | null {
+  // Sweeps from before members were stored cannot be lined up with images: skipped.
+  const sweep = listSweeps(db).filter((s) => s.featureSet === featureSet.id && s.status === 'done' && s.dataHash !== null).at(-1);
+  if (!sweep) return null;
+  const run = sweepResults(db, sweep).ranking[0].bestRun;
+  const data = pinnedData(db, sweep);
+  const predicted = argmaxRows(run.testProbabilities, data.labels.length);
+  const copies = testCopies(groups);
+  let right = 0;
+  let kept = 0;
+  let keptRight = 0;
+  data.test.forEach((member, i) => {
+    const correct = data.labels[predicted[i]] === member.label ? 1 : 0;
+    right += correct;
+    if (copies.has(member.path)) return;
+    kept++;
+    keptRight += correct;
+  });
+  const total = data.test.length;
+  return {
+    sweep: sweep.id,
+    run_key: run.runKey,
+    test_images: total,
+    test_accuracy: round(right / total),
+    left_out: total - kept,
+    test_accuracy_without_copies: kept ? round(keptRight / kept) : null,
+  };
+}
+
+const round = (value: number, digits = 4) => Number(value.toFixed(digits));

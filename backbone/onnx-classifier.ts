@@ -28,7 +28,7 @@ const INT64_MIN = -(2 ** 63);
  * (sharp) does; antialias widens the linear kernel when shrinking, as a downscaling
  * filter should and as sharp's reduce does, instead of sampling only 2 x 2 source pixels.
  */
-const RESIZE_ATTRIBUTES = { mode: 'linear', coordinate_transformation_mode: 'half_pixel', antialias: 1, axes: [2, 3] } as const;
+export const RESIZE_ATTRIBUTES = { mode: 'linear', coordinate_transformation_mode: 'half_pixel', antialias: 1, axes: [2, 3] } as const;
 
 /** Flips an NCHW tensor along the given axes (2 = rows, 3 = columns) with negative-step Slices. */
 function flip(graph: GraphWriter, x: string, axes: readonly (2 | 3)[], name: string): string {

@@ -6,7 +6,7 @@
  *
  *   image uint8 [H0, W0, 3] -> float NCHW [1, 3, H0, W0]
  *   for each view: flip (Slice, step -1) / rotate (Transpose + flip)
- *     for each size: Resize (linear, antialiased) [+ centre crop for cover] -> [1, 3, H, W]
+ *     for each size: Resize (cubic, antialiased) [+ centre crop for cover] -> [1, 3, H, W]
  *   for each size: the views as one batch [V, 3, H, W] -> round to 8-bit levels
  *     -> x / 127.5 - 1 -> backbone (weights shared by all sizes) -> pooled [V, featureDim]
  *   concat over sizes [V, featureDim * S] -> (x - mean) / std -> dense layers -> softmax
@@ -24,11 +24,16 @@ export const CLASSIFIER_OUTPUT = 'probabilities';
 const INT64_MIN = -(2 ** 63);
 
 /**
- * Resize settings shared by every resize of the graph. half_pixel centres pixels as libvips
- * (sharp) does; antialias widens the linear kernel when shrinking, as a downscaling
- * filter should and as sharp's reduce does, instead of sampling only 2 x 2 source pixels.
+ * Resize settings shared by every resize of the graph, chosen to come close to sharp's
+ * default (lanczos3), which made the features the head was trained on. half_pixel centres
+ * pixels as libvips does when shrinking; antialias widens the kernel when shrinking, as
+ * sharp's reduce does, instead of sampling only the nearest source pixels. Cubic (Keys,
+ * a = -0.75, ONNX's default) rather than linear: on TrashNet photos shrunk to 224x224 it
+ * lands 0.29 8-bit levels from sharp on average, linear 1.13 (bench/classifier-resize.ts).
+ * Enlarging differs from sharp by more (libvips 8.18 samples output pixel i at i / scale
+ * - 0.5, a mapping no ONNX coordinate mode has).
  */
-export const RESIZE_ATTRIBUTES = { mode: 'linear', coordinate_transformation_mode: 'half_pixel', antialias: 1, axes: [2, 3] } as const;
+export const RESIZE_ATTRIBUTES = { mode: 'cubic', coordinate_transformation_mode: 'half_pixel', antialias: 1, axes: [2, 3] } as const;
 
 /** Flips an NCHW tensor along the given axes (2 = rows, 3 = columns) with negative-step Slices. */
 function flip(graph: GraphWriter, x: string, axes: readonly (2 | 3)[], name: string): string {
@@ -119,6 +124,8 @@ export function buildClassifierOnnx(weights: NetworkWeights, spec: ClassifierSpe
   const chw = graph.node('Transpose', 'image_chw', [CLASSIFIER_INPUT], { perm: [2, 0, 1] });
   const batchAxis = graph.int64('image/batch_axis', [1], [0]);
   const image = graph.node('Unsqueeze', 'image_nchw', [graph.node('Cast', 'image_float', [chw], { to: DataType.FLOAT }), batchAxis]);
+  graph.constant('levels/min', [], Float32Array.of(0));
+  graph.constant('levels/max', [], Float32Array.of(255));
   const views = spec.views.map((view) => ({ view, pixels: applyView(graph, image, view) }));
 
   const blocks = spec.sizes.map((size) => {
@@ -128,8 +135,9 @@ export function buildClassifierOnnx(weights: NetworkWeights, spec: ClassifierSpe
       return spec.resize === 'fill' ? resizeFill(graph, pixels, size, scope) : resizeCover(graph, pixels, size, scope);
     });
     const batch = graph.node('Concat', `${sizeScope}views`, resized, { axis: 0 });
-    // The cached features were computed from 8-bit pixels; rounding here gives the backbone the same levels.
-    const levels = graph.node('Round', `${sizeScope}levels`, [batch]);
+    // The cached features were computed from 8-bit pixels; rounding and clipping here give the
+    // backbone the same levels (cubic kernels overshoot a little at sharp edges).
+    const levels = graph.node('Clip', `${sizeScope}levels`, [graph.node('Round', `${sizeScope}rounded`, [batch]), 'levels/min', 'levels/max']);
     return backboneFeatures(graph, weights, scalePixels(graph, levels, sizeScope), `${sizeScope}features`, sizeScope);
   });
   let x = graph.node('Concat', 'features', blocks, { axis: 1 });

@@ -37,6 +37,7 @@ syntax = "proto2";
 package onnx;
 message AttributeProto {
   optional string name = 1;
+  optional float f = 2;
   optional int64 i = 3;
   optional bytes s = 4;
   repeated int64 ints = 8;
@@ -94,10 +95,15 @@ message OperatorSetIdProto {
 
 /** TensorProto.DataType and AttributeProto.AttributeType values of onnx.proto. */
 export const DataType = { FLOAT: 1, UINT8: 2, INT64: 7 } as const;
-const AttributeType = { INT: 2, STRING: 3, INTS: 7 } as const;
+const AttributeType = { FLOAT: 1, INT: 2, STRING: 3, INTS: 7 } as const;
 
-/** Every attribute this graph needs is an integer, a list of integers or a string. */
-type Attribute = number | readonly number[] | string;
+/** A float attribute (an ONNX attribute of type FLOAT, e.g. Resize's cubic_coeff_a). */
+export class FloatAttribute {
+  constructor(readonly value: number) {}
+}
+
+/** Every attribute these graphs need is an integer, a float, a list of integers or a string. */
+type Attribute = number | FloatAttribute | readonly number[] | string;
 
 interface TensorProto {
   name: string;
@@ -111,7 +117,7 @@ interface NodeProto {
   op_type: string;
   input: string[];
   output: string[];
-  attribute: { name: string; type: number; i?: number; ints?: readonly number[]; s?: Uint8Array }[];
+  attribute: { name: string; type: number; f?: number; i?: number; ints?: readonly number[]; s?: Uint8Array }[];
 }
 
 /** A dimension is fixed (a number) or named and left to run time (a string). */
@@ -163,6 +169,7 @@ export class GraphWriter {
 function toAttribute(name: string, value: Attribute): NodeProto['attribute'][number] {
   if (typeof value === 'string') return { name, type: AttributeType.STRING, s: new TextEncoder().encode(value) };
   if (typeof value === 'number') return { name, type: AttributeType.INT, i: value };
+  if (value instanceof FloatAttribute) return { name, type: AttributeType.FLOAT, f: value.value };
   return { name, type: AttributeType.INTS, ints: value };
 }
 

@@ -9,7 +9,7 @@
  */
 import type { InferenceSession } from 'onnxruntime-node';
 import { type ClassifierSpec, type ViewName } from '../../backbone/classifier-spec.js';
-import { startEngine } from '../../backbone/engine.js';
+import { type Engine, startEngine } from '../../backbone/engine.js';
 import { RESIZE_ATTRIBUTES } from '../../backbone/onnx-classifier.js';
 import { DataType, GraphWriter, OPSET_18, encodeModel, valueInfo } from '../../backbone/onnx-graph.js';
 import type { InputSize } from '../../backbone/preprocessing.js';
@@ -59,19 +59,18 @@ export function coverGeometry(height: number, width: number, size: InputSize) {
   return { scaled, top: Math.floor((scaled.height - size.height + 1) / 2), left: Math.floor((scaled.width - size.width + 1) / 2) };
 }
 
-/** ONNX Resize with the classifier's settings, then rounding to 8-bit levels, as a graph of its own. */
+/** ONNX Resize with the classifier's settings as a graph of its own; rounding to 8-bit levels happens in JS. */
 export class OnnxResizer {
   private constructor(private readonly ort: typeof import('onnxruntime-node'), private readonly session: InferenceSession) {}
 
   static async create(): Promise<OnnxResizer> {
     const ort = await import('onnxruntime-node');
     const graph = new GraphWriter();
-    const resized = graph.node('Resize', 'resized', ['pixels', '', '', 'sizes'], RESIZE_ATTRIBUTES);
-    graph.node('Round', 'levels', [resized]);
+    graph.node('Resize', 'resized', ['pixels', '', '', 'sizes'], RESIZE_ATTRIBUTES);
     const model = encodeModel(graph, {
       name: 'resize',
       inputs: [valueInfo('pixels', DataType.FLOAT, [1, 3, 'height', 'width']), valueInfo('sizes', DataType.INT64, [2])],
-      outputs: [valueInfo('levels', DataType.FLOAT, [1, 3, 'out_height', 'out_width'])],
+      outputs: [valueInfo('resized', DataType.FLOAT, [1, 3, 'out_height', 'out_width'])],
       ...OPSET_18,
     });
     return new OnnxResizer(ort, await ort.InferenceSession.create(model));
@@ -83,23 +82,22 @@ export class OnnxResizer {
     const { height: h, width: w } = image;
     const planar = new Float32Array(h * w * 3);
     for (let p = 0; p < h * w; p++) for (let c = 0; c < 3; c++) planar[c * h * w + p] = image.data[p * 3 + c];
-    const { levels } = await this.session.run({
+    const { resized } = await this.session.run({
       pixels: new this.ort.Tensor('float32', planar, [1, 3, h, w]),
       sizes: new this.ort.Tensor('int64', BigInt64Array.of(BigInt(geometry.scaled.height), BigInt(geometry.scaled.width)), [2]),
     });
-    const out = levels.data as Float32Array;
+    const out = resized.data as Float32Array;
     const [sh, sw] = [geometry.scaled.height, geometry.scaled.width];
-    const data = new Uint8Array(size.height * size.width * 3);
+    // Assigning to a Uint8ClampedArray clips to 0..255 and rounds half to even, as the graph's Clip(Round(x)).
+    const data = new Uint8ClampedArray(size.height * size.width * 3);
     for (let y = 0; y < size.height; y++) {
       for (let x = 0; x < size.width; x++) {
         for (let c = 0; c < 3; c++) {
-          const level = out[(c * sh + y + geometry.top) * sw + x + geometry.left];
-          if (!(level >= 0 && level <= 255 && Number.isInteger(level))) throw new Error(`resized level ${level} is not 8-bit`);
-          data[(y * size.width + x) * 3 + c] = level;
+          data[(y * size.width + x) * 3 + c] = out[(c * sh + y + geometry.top) * sw + x + geometry.left];
         }
       }
     }
-    return { data, height: size.height, width: size.width };
+    return { data: new Uint8Array(data.buffer), height: size.height, width: size.width };
   }
 
   release(): Promise<void> {
@@ -107,18 +105,31 @@ export class OnnxResizer {
   }
 }
 
-/** Pooled features of same-size images with the project's ONNX engine: one Float32Array per image. */
-export async function engineFeatures(weights: BackboneWeights, images: readonly RgbImage[]): Promise<Float32Array[]> {
-  const size = { height: images[0].height, width: images[0].width };
-  const engine = await startEngine({ weights, backend: { backend: 'onnx', reason: 'test', workers: 1 }, size, batchSize: images.length });
-  try {
+/** The project's ONNX engine, one per input size (started when first needed), for up to `batchSize` images a call. */
+export class EngineBySize {
+  private readonly engines = new Map<string, Promise<Engine>>();
+
+  constructor(private readonly weights: BackboneWeights, private readonly batchSize: number) {}
+
+  /** Pooled features of same-size images: one Float32Array per image. */
+  async features(images: readonly RgbImage[]): Promise<Float32Array[]> {
+    const size = { height: images[0].height, width: images[0].width };
+    const key = `${size.height}x${size.width}`;
+    if (!this.engines.has(key)) {
+      const backend = { backend: 'onnx', reason: 'test', workers: 1 } as const;
+      this.engines.set(key, startEngine({ weights: this.weights, backend, size, batchSize: this.batchSize }));
+    }
+    const engine = await this.engines.get(key)!;
     const pixels = new Uint8Array(images.length * size.height * size.width * 3);
     images.forEach((image, i) => pixels.set(image.data, i * image.data.length));
     const features = await engine.run(pixels, images.length);
     const dim = features.length / images.length;
     return images.map((_, i) => features.slice(i * dim, (i + 1) * dim));
-  } finally {
-    await engine.close();
+  }
+
+  async close(): Promise<void> {
+    for (const engine of this.engines.values()) await (await engine).close();
+    this.engines.clear();
   }
 }
 
@@ -159,18 +170,22 @@ export interface ReferenceResult {
  * the 8-bit input of one view at one size; the default is the ONNX resizer above.
  */
 export async function referenceClassifier(
-  weights: BackboneWeights,
+  backbone: EngineBySize,
   spec: ClassifierSpec,
   resized: (view: ViewName, size: InputSize) => Promise<RgbImage>,
 ): Promise<ReferenceResult> {
-  const dim = weights.arch.featureDim;
-  const features = spec.views.map(() => new Float32Array(dim * spec.sizes.length));
-  for (const [s, size] of spec.sizes.entries()) {
+  const blocks: Float32Array[][] = [];
+  for (const size of spec.sizes) {
     const inputs = [];
     for (const view of spec.views) inputs.push(await resized(view, size));
-    const blocks = await engineFeatures(weights, inputs);
-    blocks.forEach((block, v) => features[v].set(block, s * dim));
+    blocks.push(await backbone.features(inputs));
   }
+  const dim = blocks[0][0].length;
+  const features = spec.views.map((_, v) => {
+    const concatenated = new Float32Array(dim * spec.sizes.length);
+    blocks.forEach((perView, s) => concatenated.set(perView[v], s * dim));
+    return concatenated;
+  });
   const perView = features.map((f) => headProbabilities(spec, f));
   const probabilities = new Float64Array(spec.labels.length);
   for (const p of perView) p.forEach((value, k) => (probabilities[k] += value / perView.length));

@@ -35,14 +35,22 @@ const INT64_MIN = -(2 ** 63);
  */
 export const RESIZE_ATTRIBUTES = { mode: 'cubic', coordinate_transformation_mode: 'half_pixel', antialias: 1, axes: [2, 3] } as const;
 
+/** A 1-D constant used by several views or sizes: added to the graph on first use. */
+function int64s(graph: GraphWriter, name: string, values: readonly number[]): string {
+  return graph.has(name) ? name : graph.int64(name, [values.length], values);
+}
+
+function floats(graph: GraphWriter, name: string, values: readonly number[]): string {
+  return graph.has(name) ? name : graph.constant(name, [values.length], Float32Array.from(values));
+}
+
 /** Flips an NCHW tensor along the given axes (2 = rows, 3 = columns) with negative-step Slices. */
 function flip(graph: GraphWriter, x: string, axes: readonly (2 | 3)[], name: string): string {
-  const key = axes.join('');
-  const starts = graph.has(`flip${key}/starts`) ? `flip${key}/starts` : graph.int64(`flip${key}/starts`, [axes.length], axes.map(() => -1));
-  const ends = graph.has(`flip${key}/ends`) ? `flip${key}/ends` : graph.int64(`flip${key}/ends`, [axes.length], axes.map(() => INT64_MIN));
-  const axesName = graph.has(`flip${key}/axes`) ? `flip${key}/axes` : graph.int64(`flip${key}/axes`, [axes.length], axes);
-  const steps = graph.has(`flip${key}/steps`) ? `flip${key}/steps` : graph.int64(`flip${key}/steps`, [axes.length], axes.map(() => -1));
-  return graph.node('Slice', name, [x, starts, ends, axesName, steps]);
+  const key = `flip_${axes.join('')}`;
+  const starts = int64s(graph, `${key}/starts`, axes.map(() => -1));
+  const ends = int64s(graph, `${key}/ends`, axes.map(() => INT64_MIN));
+  const steps = int64s(graph, `${key}/steps`, axes.map(() => -1));
+  return graph.node('Slice', name, [x, starts, ends, int64s(graph, `${key}/axes`, axes), steps]);
 }
 
 /**
@@ -65,8 +73,7 @@ function applyView(graph: GraphWriter, image: string, view: ViewName): string {
 
 /** Stretches an NCHW image to exactly height x width. */
 function resizeFill(graph: GraphWriter, x: string, size: InputSize, scope: string): string {
-  const target = `size_${formatSize(size)}/hw`;
-  if (!graph.has(target)) graph.int64(target, [2], [size.height, size.width]);
+  const target = int64s(graph, `size_${formatSize(size)}/hw`, [size.height, size.width]);
   return graph.node('Resize', `${scope}resized`, [x, '', '', target], RESIZE_ATTRIBUTES);
 }
 
@@ -78,27 +85,24 @@ function resizeFill(graph: GraphWriter, x: string, size: InputSize, scope: strin
  */
 function resizeCover(graph: GraphWriter, x: string, size: InputSize, scope: string): string {
   const key = `size_${formatSize(size)}`;
-  const targetFloat = graph.has(`${key}/hw_float`) ? `${key}/hw_float` : graph.constant(`${key}/hw_float`, [2], Float32Array.of(size.height, size.width));
-  const target = graph.has(`${key}/hw`) ? `${key}/hw` : graph.int64(`${key}/hw`, [2], [size.height, size.width]);
-  const constant = (name: string, make: () => string) => (graph.has(name) ? name : make());
-  const half = constant('cover/half', () => graph.constant('cover/half', [], Float32Array.of(0.5)));
-  const one = constant('cover/one', () => graph.int64('cover/one', [], [1]));
-  const two = constant('cover/two', () => graph.int64('cover/two', [], [2]));
-  const spatial = constant('cover/spatial_starts', () => graph.int64('cover/spatial_starts', [1], [2]));
-  const spatialEnd = constant('cover/spatial_ends', () => graph.int64('cover/spatial_ends', [1], [4]));
-  const axes = constant('cover/axes', () => graph.int64('cover/axes', [2], [2, 3]));
-  const zero = constant('cover/zero_axis', () => graph.int64('cover/zero_axis', [1], [0]));
+  const target = int64s(graph, `${key}/hw`, [size.height, size.width]);
+  const targetFloat = floats(graph, `${key}/hw_float`, [size.height, size.width]);
+  const spatial = int64s(graph, 'cover/spatial_axes', [2, 3]);
 
+  // Shape [1, 3, h, w] -> [h, w] as floats.
   const shape = graph.node('Shape', `${scope}shape`, [x]);
-  const hw = graph.node('Cast', `${scope}hw_float`, [graph.node('Slice', `${scope}hw`, [shape, spatial, spatialEnd])], { to: DataType.FLOAT });
-  const scale = graph.node('ReduceMax', `${scope}scale`, [graph.node('Div', `${scope}ratios`, [targetFloat, hw]), zero], { keepdims: 1 });
-  const scaled = graph.node('Add', `${scope}scaled_plus_half`, [graph.node('Mul', `${scope}scaled`, [hw, scale]), half]);
+  const hw = graph.node('Slice', `${scope}hw`, [shape, int64s(graph, 'cover/hw_start', [2]), int64s(graph, 'cover/hw_end', [4])]);
+  const hwFloat = graph.node('Cast', `${scope}hw_float`, [hw], { to: DataType.FLOAT });
+  const ratios = graph.node('Div', `${scope}ratios`, [targetFloat, hwFloat]);
+  const scale = graph.node('ReduceMax', `${scope}scale`, [ratios, int64s(graph, 'cover/first_axis', [0])], { keepdims: 1 });
+  const scaled = graph.node('Add', `${scope}scaled_plus_half`, [graph.node('Mul', `${scope}scaled`, [hwFloat, scale]), floats(graph, 'cover/half', [0.5])]);
   const sizes = graph.node('Cast', `${scope}cover_hw`, [graph.node('Floor', `${scope}scaled_rounded`, [scaled])], { to: DataType.INT64 });
   const resized = graph.node('Resize', `${scope}resized`, [x, '', '', sizes], RESIZE_ATTRIBUTES);
-  const excess = graph.node('Sub', `${scope}excess`, [sizes, target]);
-  const starts = graph.node('Div', `${scope}crop_starts`, [graph.node('Add', `${scope}excess_plus_one`, [excess, one]), two]);
+  // Integer division of non-negative numbers: floor((excess + 1) / 2).
+  const excessPlusOne = graph.node('Add', `${scope}excess_plus_one`, [graph.node('Sub', `${scope}excess`, [sizes, target]), int64s(graph, 'cover/one', [1])]);
+  const starts = graph.node('Div', `${scope}crop_starts`, [excessPlusOne, int64s(graph, 'cover/two', [2])]);
   const ends = graph.node('Add', `${scope}crop_ends`, [starts, target]);
-  return graph.node('Slice', `${scope}cropped`, [resized, starts, ends, axes]);
+  return graph.node('Slice', `${scope}cropped`, [resized, starts, ends, spatial]);
 }
 
 /** x [batch, inputs] -> activation(x W + b). */
@@ -122,8 +126,7 @@ export function buildClassifierOnnx(weights: NetworkWeights, spec: ClassifierSpe
   const graph = new GraphWriter();
 
   const chw = graph.node('Transpose', 'image_chw', [CLASSIFIER_INPUT], { perm: [2, 0, 1] });
-  const batchAxis = graph.int64('image/batch_axis', [1], [0]);
-  const image = graph.node('Unsqueeze', 'image_nchw', [graph.node('Cast', 'image_float', [chw], { to: DataType.FLOAT }), batchAxis]);
+  const image = graph.node('Unsqueeze', 'image_nchw', [graph.node('Cast', 'image_float', [chw], { to: DataType.FLOAT }), int64s(graph, 'batch_axis', [0])]);
   graph.constant('levels/min', [], Float32Array.of(0));
   graph.constant('levels/max', [], Float32Array.of(255));
   const views = spec.views.map((view) => ({ view, pixels: applyView(graph, image, view) }));
@@ -151,7 +154,7 @@ export function buildClassifierOnnx(weights: NetworkWeights, spec: ClassifierSpe
   spec.layers.forEach((layer, index) => {
     x = dense(graph, x, layer, index);
   });
-  graph.node('ReduceMean', CLASSIFIER_OUTPUT, [x, graph.int64('views/axis', [1], [0])], { keepdims: 0 });
+  graph.node('ReduceMean', CLASSIFIER_OUTPUT, [x, int64s(graph, 'batch_axis', [0])], { keepdims: 0 });
 
   return encodeModel(graph, {
     name: `${arch.name}_${arch.alpha}_classifier`,

@@ -16,10 +16,11 @@ import type { InputSize, ResizeMode } from '../backbone/preprocessing.js';
 import { type BackboneWeights, type ConvWeights, backboneWeights, readWeightFile } from '../backbone/weights.js';
 import { UserError } from '../core/errors.js';
 import { scanDataset } from '../data/dataset.js';
-import { decodeImage } from '../data/images.js';
 import {
   EngineBySize,
   OnnxResizer,
+  decodeFull,
+  sharpResized,
   type RgbImage,
   maxAbsDiff,
   onnxResized,
@@ -94,11 +95,6 @@ async function runClassifier(model: Uint8Array, image: RgbImage): Promise<{ prob
   }
 }
 
-/** Decoded upright RGB at full size, as a predictor hands it to the model. */
-async function decodeFull(bytes: Uint8Array): Promise<RgbImage> {
-  const { data, info } = await sharp(bytes).autoOrient().toColourspace('srgb').removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  return { data, height: info.height, width: info.width };
-}
 
 const generated = (height: number, width: number, seed: number): RgbImage => ({ data: pixels(width, height, seed), height, width });
 
@@ -253,14 +249,6 @@ async function trashnetPhotos(): Promise<{ path: string; bytes: Buffer; image: R
   }));
 }
 
-/** A view at a size the way `pipeline extract` makes its inputs: sharp's resize (decodeImage) of the viewed pixels. */
-async function sharpResized(bytes: Buffer, image: RgbImage, view: ViewName, size: InputSize, mode: ResizeMode): Promise<RgbImage> {
-  // The original goes in as the file, exactly as extract reads it; other views as lossless PNGs of their pixels.
-  const viewed = viewImage(image, view);
-  const input = view === 'original' ? bytes : await sharp(viewed.data, { raw: { width: viewed.width, height: viewed.height, channels: 3 } }).png().toBuffer();
-  return { data: await decodeImage(input, size, mode), ...size };
-}
-
 function cosine(a: Float32Array, b: Float32Array): number {
   let dot = 0;
   let na = 0;
@@ -288,7 +276,7 @@ for (const resize of ['fill', 'cover'] as const) {
     for (const photo of await trashnetPhotos()) {
       const { onnx, reference } = await assertMatchesReference(t, weights, spec, photo.image, engines);
       assertViewsDiffer(t, reference.perView);
-      const viaSharp = await referenceClassifier(engines, spec, (view, size) => sharpResized(photo.bytes, photo.image, view, size, resize));
+      const viaSharp = await referenceClassifier(engines, spec, sharpResized(photo.bytes, photo.image, resize));
       const cosines = reference.features.map((f, v) => cosine(f, viaSharp.features[v]));
       const minCosine = Math.min(...cosines);
       const probabilityDiff = maxAbsDiff(onnx, viaSharp.probabilities);

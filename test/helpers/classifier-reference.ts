@@ -12,7 +12,9 @@ import { type ClassifierSpec, type ViewName } from '../../backbone/classifier-sp
 import { type Engine, startEngine } from '../../backbone/engine.js';
 import { RESIZE_ATTRIBUTES } from '../../backbone/onnx-classifier.js';
 import { DataType, GraphWriter, OPSET_18, encodeModel, valueInfo } from '../../backbone/onnx-graph.js';
-import type { InputSize } from '../../backbone/preprocessing.js';
+import type { InputSize, ResizeMode } from '../../backbone/preprocessing.js';
+import { decodeImage } from '../../data/images.js';
+import sharp from 'sharp';
 import type { BackboneWeights } from '../../backbone/weights.js';
 import { softmaxInto } from '../../stages/sweep/head.js';
 
@@ -195,6 +197,25 @@ export async function referenceClassifier(
 /** The default `resized` of referenceClassifier: JS views, then ONNX Resize alone. */
 export function onnxResized(resizer: OnnxResizer, image: RgbImage, mode: ClassifierSpec['resize']) {
   return (view: ViewName, size: InputSize) => resizer.resize(viewImage(image, view), size, mode);
+}
+
+/** Decoded upright RGB at full size, as a predictor hands it to the model. */
+export async function decodeFull(bytes: Uint8Array): Promise<RgbImage> {
+  const { data, info } = await sharp(bytes).autoOrient().toColourspace('srgb').removeAlpha().raw().toBuffer({ resolveWithObject: true });
+  return { data, height: info.height, width: info.width };
+}
+
+/**
+ * A `resized` for referenceClassifier that makes each view's input the way `pipeline extract`
+ * does: sharp's resize (decodeImage). The original goes in as the file itself, exactly as
+ * extract reads it; other views as lossless PNGs of their pixels.
+ */
+export function sharpResized(bytes: Uint8Array, image: RgbImage, mode: ResizeMode) {
+  return async (view: ViewName, size: InputSize): Promise<RgbImage> => {
+    const viewed = viewImage(image, view);
+    const input = view === 'original' ? bytes : await sharp(viewed.data, { raw: { width: viewed.width, height: viewed.height, channels: 3 } }).png().toBuffer();
+    return { data: await decodeImage(input, size, mode), ...size };
+  };
 }
 
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {

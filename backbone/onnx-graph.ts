@@ -37,7 +37,6 @@ syntax = "proto2";
 package onnx;
 message AttributeProto {
   optional string name = 1;
-  optional float f = 2;
   optional int64 i = 3;
   optional bytes s = 4;
   repeated int64 ints = 8;
@@ -95,15 +94,10 @@ message OperatorSetIdProto {
 
 /** TensorProto.DataType and AttributeProto.AttributeType values of onnx.proto. */
 export const DataType = { FLOAT: 1, UINT8: 2, INT64: 7 } as const;
-const AttributeType = { FLOAT: 1, INT: 2, STRING: 3, INTS: 7 } as const;
+const AttributeType = { INT: 2, STRING: 3, INTS: 7 } as const;
 
-/** A float attribute (an ONNX attribute of type FLOAT, e.g. Resize's cubic_coeff_a). */
-export class FloatAttribute {
-  constructor(readonly value: number) {}
-}
-
-/** Every attribute these graphs need is an integer, a float, a list of integers or a string. */
-type Attribute = number | FloatAttribute | readonly number[] | string;
+/** Every attribute these graphs need is an integer, a list of integers or a string. */
+type Attribute = number | readonly number[] | string;
 
 interface TensorProto {
   name: string;
@@ -117,11 +111,11 @@ interface NodeProto {
   op_type: string;
   input: string[];
   output: string[];
-  attribute: { name: string; type: number; f?: number; i?: number; ints?: readonly number[]; s?: Uint8Array }[];
+  attribute: { name: string; type: number; i?: number; ints?: readonly number[]; s?: Uint8Array }[];
 }
 
 /** A dimension is fixed (a number) or named and left to run time (a string). */
-export type Dim = number | string;
+type Dim = number | string;
 
 /** Scalar initializers shared by every Clip that implements ReLU6. */
 const RELU6_MIN = 'relu6/min';
@@ -169,7 +163,6 @@ export class GraphWriter {
 function toAttribute(name: string, value: Attribute): NodeProto['attribute'][number] {
   if (typeof value === 'string') return { name, type: AttributeType.STRING, s: new TextEncoder().encode(value) };
   if (typeof value === 'number') return { name, type: AttributeType.INT, i: value };
-  if (value instanceof FloatAttribute) return { name, type: AttributeType.FLOAT, f: value.value };
   return { name, type: AttributeType.INTS, ints: value };
 }
 

@@ -2,7 +2,8 @@
  * How far the one-file ONNX classifier (backbone/onnx-classifier.ts, which resizes inside
  * the graph) lands from the same classifier fed the way `pipeline extract` feeds the
  * backbone (sharp's resize of each view), with a real trained head, on a sweep's test
- * images. Not a speed benchmark: it reports probability differences and top-1 agreement.
+ * images. It reports probability differences and top-1 agreement, and, in passing, the
+ * model's time per image (decoded pixels in, probabilities out) on ORT's CPU provider.
  *
  *   node dist/bench/classifier-resize.js --db runs/t224.sqlite [--images N]
  *
@@ -60,6 +61,7 @@ for (const views of [['original'], VIEW_NAMES] as const) {
   const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 2 });
   const engines = new EngineBySize(weights, views.length);
   const diffs: number[] = [];
+  const milliseconds: number[] = [];
   let agree = 0;
   let onnxCorrect = 0;
   let sharpCorrect = 0;
@@ -68,7 +70,9 @@ for (const views of [['original'], VIEW_NAMES] as const) {
     for (const item of items) {
       const bytes = await readFile(join(datasetRoot, item.path));
       const image = await decodeFull(bytes);
+      const started = performance.now();
       const output = await session.run({ [CLASSIFIER_INPUT]: new ort.Tensor('uint8', image.data, [image.height, image.width, 3]) });
+      milliseconds.push(performance.now() - started);
       const onnx = output[CLASSIFIER_OUTPUT].data as Float32Array;
       const viaSharp = await referenceClassifier(engines, spec, sharpResized(bytes, image, spec.resize));
       // The sharp path's original view must reproduce the cached feature the head was trained on.
@@ -85,7 +89,7 @@ for (const views of [['original'], VIEW_NAMES] as const) {
   }
   const sorted = [...diffs].sort((a, b) => a - b);
   const percent = (n: number) => `${((n / items.length) * 100).toFixed(2)}%`;
-  console.log(`\nviews: ${views.join(', ')} (model ${(model.length / 2 ** 20).toFixed(2)} MiB)`);
+  console.log(`\nviews: ${views.join(', ')} (model ${(model.length / 2 ** 20).toFixed(2)} MiB, median ${median(milliseconds).toFixed(1)} ms per image)`);
   console.log(`  max abs probability diff, ONNX resize vs sharp resize: median ${median(diffs).toExponential(2)}, ` +
     `95th percentile ${sorted[Math.floor(0.95 * (sorted.length - 1))].toExponential(2)}, max ${sorted[sorted.length - 1].toExponential(2)}`);
   console.log(`  top-1 agreement ${percent(agree)}; accuracy ONNX ${percent(onnxCorrect)}, sharp ${percent(sharpCorrect)}`);

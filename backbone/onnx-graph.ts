@@ -22,6 +22,12 @@ const OPSET = 13;
 const IR_VERSION = 7;
 
 /**
+ * Graphs that need Resize with `antialias` (the classifier of onnx-classifier.ts) use
+ * opset 18, whose IR version is 8; ONNX Runtime runs it since 1.14.
+ */
+export const OPSET_18 = { opset: 18, irVersion: 8 } as const;
+
+/**
  * The part of onnx.proto (github.com/onnx/onnx, onnx/onnx.proto) this file writes, with
  * its field numbers unchanged. The npm package that ships the whole schema (onnx-proto)
  * pins protobufjs 6; eleven messages are not worth a second, older protobuf library.
@@ -87,10 +93,10 @@ message OperatorSetIdProto {
 `;
 
 /** TensorProto.DataType and AttributeProto.AttributeType values of onnx.proto. */
-const DataType = { FLOAT: 1, UINT8: 2 } as const;
+export const DataType = { FLOAT: 1, UINT8: 2, INT64: 7 } as const;
 const AttributeType = { INT: 2, STRING: 3, INTS: 7 } as const;
 
-/** Every attribute this graph needs is an integer, a list of integers or a string. */
+/** Every attribute these graphs need is an integer, a list of integers or a string. */
 type Attribute = number | readonly number[] | string;
 
 interface TensorProto {
@@ -119,9 +125,15 @@ const RELU6_MAX = 'relu6/max';
 export const ModelProto = protobuf.parse(ONNX_SUBSET, { keepCase: true }).root.lookupType('onnx.ModelProto');
 
 /** Appends nodes in execution order; each node's single output is named after the node. */
-class GraphWriter {
+export class GraphWriter {
   readonly nodes: NodeProto[] = [];
   readonly initializers: TensorProto[] = [];
+  private readonly initializerNames = new Set<string>();
+
+  /** Whether an initializer of this name exists: graphs that run the backbone more than once share its weights. */
+  has(name: string): boolean {
+    return this.initializerNames.has(name);
+  }
 
   node(opType: string, name: string, inputs: string[], attributes: Record<string, Attribute> = {}): string {
     const attribute = Object.entries(attributes).map(([key, value]) => toAttribute(key, value));
@@ -131,8 +143,19 @@ class GraphWriter {
 
   /** raw_data is little-endian by ONNX's definition, as Float32Array is on every platform Node runs ORT on. */
   constant(name: string, dims: number[], values: Float32Array): string {
-    const raw_data = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-    this.initializers.push({ name, dims, data_type: DataType.FLOAT, raw_data });
+    return this.tensor(name, dims, DataType.FLOAT, new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+  }
+
+  /** int64 initializers: the shapes, axes and indices that Slice, Resize and ReduceMean take as inputs. */
+  int64(name: string, dims: number[], values: readonly number[]): string {
+    const longs = BigInt64Array.from(values, (v) => BigInt(v));
+    return this.tensor(name, dims, DataType.INT64, new Uint8Array(longs.buffer));
+  }
+
+  private tensor(name: string, dims: number[], data_type: number, raw_data: Uint8Array): string {
+    if (this.initializerNames.has(name)) throw new Error(`initializer ${name} is defined twice`);
+    this.initializerNames.add(name);
+    this.initializers.push({ name, dims, data_type, raw_data });
     return name;
   }
 }
@@ -143,7 +166,7 @@ function toAttribute(name: string, value: Attribute): NodeProto['attribute'][num
   return { name, type: AttributeType.INTS, ints: value };
 }
 
-function valueInfo(name: string, elemType: number, dims: readonly Dim[]) {
+export function valueInfo(name: string, elemType: number, dims: readonly Dim[]) {
   const dim = dims.map((d) => (typeof d === 'number' ? { dim_value: d } : { dim_param: d }));
   return { name, type: { tensor_type: { elem_type: elemType, shape: { dim } } } };
 }
@@ -173,60 +196,96 @@ function toOihw(layer: ConvLayer, kernel: Float32Array): Float32Array {
   return out;
 }
 
-/** Input scaling of PREPROCESSING, in the same order of operations as the tfjs engine: x / scale - offset. */
-function preprocess(graph: GraphWriter): string {
-  const nchw = graph.node('Transpose', 'pixels_nchw', [INPUT_NAME], { perm: [0, 3, 1, 2] });
-  const float = graph.node('Cast', 'pixels_float', [nchw], { to: DataType.FLOAT });
-  const scale = graph.constant('preprocess/scale', [], Float32Array.of(PREPROCESSING.scale));
-  const offset = graph.constant('preprocess/offset', [], Float32Array.of(PREPROCESSING.offset));
-  return graph.node('Sub', 'preprocessed', [graph.node('Div', 'pixels_scaled', [float, scale]), offset]);
+/**
+ * Input scaling of PREPROCESSING on float pixels 0..255 (NCHW), in the same order of
+ * operations as the tfjs engine: x / scale - offset. `scope` prefixes the node names of
+ * graphs that scale more than one tensor; the two constants are shared.
+ */
+export function scalePixels(graph: GraphWriter, pixels: string, scope = ''): string {
+  const scale = graph.has('preprocess/scale') ? 'preprocess/scale' : graph.constant('preprocess/scale', [], Float32Array.of(PREPROCESSING.scale));
+  const offset = graph.has('preprocess/offset') ? 'preprocess/offset' : graph.constant('preprocess/offset', [], Float32Array.of(PREPROCESSING.offset));
+  return graph.node('Sub', `${scope}preprocessed`, [graph.node('Div', `${scope}pixels_scaled`, [pixels, scale]), offset]);
 }
 
-/** Conv + folded-BN bias (+ ReLU6 as Clip, which ONNX Runtime fuses into the conv). */
-function conv(graph: GraphWriter, weights: NetworkWeights, layer: ConvLayer, x: string): string {
-  const { kernel, bias } = weights.layers.get(layer.name)!;
-  const w = graph.constant(`${layer.name}/kernel`, onnxKernelShape(layer), toOihw(layer, kernel));
-  const b = graph.constant(`${layer.name}/bias`, [layer.outChannels], bias);
-  const y = graph.node('Conv', layer.name, [x, w, b], {
+function preprocess(graph: GraphWriter): string {
+  const nchw = graph.node('Transpose', 'pixels_nchw', [INPUT_NAME], { perm: [0, 3, 1, 2] });
+  return scalePixels(graph, graph.node('Cast', 'pixels_float', [nchw], { to: DataType.FLOAT }));
+}
+
+/**
+ * Conv + folded-BN bias (+ ReLU6 as Clip, which ONNX Runtime fuses into the conv). The
+ * weights are added once per graph, however many times (scopes) the backbone runs.
+ */
+function conv(graph: GraphWriter, weights: NetworkWeights, layer: ConvLayer, x: string, scope: string): string {
+  const kernelName = `${layer.name}/kernel`;
+  const biasName = `${layer.name}/bias`;
+  if (!graph.has(kernelName)) {
+    const { kernel, bias } = weights.layers.get(layer.name)!;
+    graph.constant(kernelName, onnxKernelShape(layer), toOihw(layer, kernel));
+    graph.constant(biasName, [layer.outChannels], bias);
+  }
+  const y = graph.node('Conv', `${scope}${layer.name}`, [x, kernelName, biasName], {
     kernel_shape: [layer.kernel, layer.kernel],
     strides: [layer.stride, layer.stride],
     group: layer.kind === 'depthwise' ? layer.inChannels : 1,
     // TF 'same': the odd pixel of padding goes at the end, which is what SAME_UPPER means.
     auto_pad: 'SAME_UPPER',
   });
-  return layer.relu6 ? graph.node('Clip', `${layer.name}/relu6`, [y, RELU6_MIN, RELU6_MAX]) : y;
+  return layer.relu6 ? graph.node('Clip', `${scope}${layer.name}/relu6`, [y, RELU6_MIN, RELU6_MAX]) : y;
+}
+
+/**
+ * The network from preprocessed NCHW input to pooled features [batch, featureDim], named
+ * `output`. Node names start with `scope`, so one graph can run it at several input
+ * sizes on the same weights.
+ */
+export function backboneFeatures(graph: GraphWriter, weights: NetworkWeights, preprocessed: string, output: string, scope = ''): string {
+  const { arch } = weights;
+  if (!graph.has(RELU6_MIN)) {
+    graph.constant(RELU6_MIN, [], Float32Array.of(0));
+    graph.constant(RELU6_MAX, [], Float32Array.of(6));
+  }
+  let x = conv(graph, weights, arch.stem, preprocessed, scope);
+  arch.blocks.forEach((block, index) => {
+    let y = block.expand ? conv(graph, weights, block.expand, x, scope) : x;
+    y = conv(graph, weights, block.depthwise, y, scope);
+    y = conv(graph, weights, block.project, y, scope);
+    // Keras' name for the residual add of block N.
+    x = block.residual ? graph.node('Add', `${scope}block_${index}_add`, [x, y]) : y;
+  });
+  x = conv(graph, weights, arch.head, x, scope);
+  return graph.node('Flatten', output, [graph.node('GlobalAveragePool', `${scope}pooled`, [x])], { axis: 1 });
+}
+
+export interface ModelDescription {
+  readonly name: string;
+  readonly inputs: ReturnType<typeof valueInfo>[];
+  readonly outputs: ReturnType<typeof valueInfo>[];
+  readonly opset?: number;
+  readonly irVersion?: number;
+}
+
+/** Serializes the graph as a ModelProto (opset 13 unless told otherwise). */
+export function encodeModel(graph: GraphWriter, { name, inputs, outputs, opset = OPSET, irVersion = IR_VERSION }: ModelDescription): Uint8Array {
+  const model = {
+    ir_version: irVersion,
+    producer_name: 'pipeline',
+    opset_import: [{ domain: '', version: opset }],
+    graph: { name, node: graph.nodes, initializer: graph.initializers, input: inputs, output: outputs },
+  };
+  // encode() reads plain objects directly; fromObject() would only copy the weight bytes.
+  return ModelProto.encode(model).finish();
 }
 
 /** Serialized ModelProto of the backbone: uint8 [batch, height, width, 3] in, float32 [batch, featureDim] out. */
 export function buildOnnxModel(weights: NetworkWeights): Uint8Array {
   const { arch } = weights;
   const graph = new GraphWriter();
-  graph.constant(RELU6_MIN, [], Float32Array.of(0));
-  graph.constant(RELU6_MAX, [], Float32Array.of(6));
-  let x = conv(graph, weights, arch.stem, preprocess(graph));
-  arch.blocks.forEach((block, index) => {
-    let y = block.expand ? conv(graph, weights, block.expand, x) : x;
-    y = conv(graph, weights, block.depthwise, y);
-    y = conv(graph, weights, block.project, y);
-    // Keras' name for the residual add of block N.
-    x = block.residual ? graph.node('Add', `block_${index}_add`, [x, y]) : y;
+  backboneFeatures(graph, weights, preprocess(graph), OUTPUT_NAME);
+  return encodeModel(graph, {
+    name: `${arch.name}_${arch.alpha}`,
+    inputs: [valueInfo(INPUT_NAME, DataType.UINT8, ['batch', 'height', 'width', 3])],
+    outputs: [valueInfo(OUTPUT_NAME, DataType.FLOAT, ['batch', arch.featureDim])],
   });
-  x = conv(graph, weights, arch.head, x);
-  graph.node('Flatten', OUTPUT_NAME, [graph.node('GlobalAveragePool', 'pooled', [x])], { axis: 1 });
-
-  const model = {
-    ir_version: IR_VERSION,
-    producer_name: 'pipeline',
-    opset_import: [{ domain: '', version: OPSET }],
-    graph: {
-      name: `${arch.name}_${arch.alpha}`,
-      node: graph.nodes,
-      initializer: graph.initializers,
-      input: [valueInfo(INPUT_NAME, DataType.UINT8, ['batch', 'height', 'width', 3])],
-      output: [valueInfo(OUTPUT_NAME, DataType.FLOAT, ['batch', arch.featureDim])],
-    },
-  };
-  // encode() reads plain objects directly; fromObject() would only copy the weight bytes.
-  return ModelProto.encode(model).finish();
 }
 

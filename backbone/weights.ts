@@ -12,6 +12,7 @@ import { tf } from '../core/tfjs.js';
 import envPaths from 'env-paths';
 import { download } from '../data/download.js';
 import { sha256 } from '../data/hash.js';
+import { isHttpUrl } from '../core/urls.js';
 import { UserError, messageOf } from '../core/errors.js';
 import {
   type Architecture,
@@ -66,15 +67,13 @@ export interface BackboneWeights extends NetworkWeights {
   readonly foldedAtLoad: boolean;
 }
 
-const isUrl = (source: string) => /^https?:\/\//i.test(source);
-
 /** Where downloaded models are kept; PIPELINE_CACHE_DIR overrides the per-user default. */
 export function modelCacheDir(): string {
   return process.env.PIPELINE_CACHE_DIR ?? join(envPaths('pipeline', { suffix: '' }).cache, 'models');
 }
 
 export async function readWeightFile(source: string, log: Log = quietLog): Promise<WeightFile> {
-  const modelPath = isUrl(source) ? await downloadModel(source, log) : resolve(source);
+  const modelPath = isHttpUrl(source) ? await downloadModel(source, log) : resolve(source);
   if (!existsSync(modelPath)) throw new UserError(`model file not found: ${modelPath} (--model / model.weights)`);
   const modelJson = parseModelJson(await readFile(modelPath, 'utf8'), source);
   const folder = dirname(modelPath);

@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { type InputSize, RESIZE_MODES, type ResizeMode, parseSize } from '../backbone/preprocessing.js';
 import { BACKENDS, type BackendRequest } from '../backbone/backends.js';
 import { UserError } from '../core/errors.js';
+import { isHttpUrl } from '../core/urls.js';
 import { type SweepConfig, SweepSchema } from '../stages/sweep/config.js';
 
 /** Google's hosted Keras MobileNetV2 (alpha 1.0, no top) as a TF.js layers model. */
@@ -89,8 +90,8 @@ export function loadConfig(configPath: string | undefined, flags: ConfigFlags = 
   const file = configPath ?? (existsSync('config.yaml') ? 'config.yaml' : undefined);
   const fromFile = file ? readConfigFile(file) : {};
   const base = file ? dirname(resolve(file)) : process.cwd();
-  const inFile = (path: string) => (isUrl(path) || isAbsolute(path) ? path : resolve(base, path));
-  const fromCwd = (path: string) => (isUrl(path) ? path : resolve(path));
+  const inFile = (path: string) => (isHttpUrl(path) || isAbsolute(path) ? path : resolve(base, path));
+  const fromCwd = (path: string) => (isHttpUrl(path) ? path : resolve(path));
 
   const dataset = { ...DEFAULTS.dataset, ...fromFile.dataset };
   const model = { ...DEFAULTS.model, ...fromFile.model };
@@ -131,8 +132,6 @@ function datasetUrl(fromFile: FileConfig['dataset'], flags: ConfigFlags): string
   if (fromFile?.url !== undefined) return fromFile.url;
   return fromFile?.root ? null : DEFAULTS.dataset.url;
 }
-
-const isUrl = (path: string) => /^https?:\/\//i.test(path);
 
 function flag<T>(name: string, value: string | undefined, schema: z.ZodType<T>): T | undefined {
   if (value === undefined) return undefined;

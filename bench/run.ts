@@ -5,6 +5,7 @@
 import { run as engines } from './extract-engines.js';
 import { run as extract } from './extract.js';
 import { describeMachine } from './machine.js';
+import { run as pgStore } from './pg-store.js';
 import { run as sweep } from './sweep.js';
 
 interface Benchmark {
@@ -16,6 +17,7 @@ const BENCHMARKS: Benchmark[] = [
   { name: 'extract', run: extract },
   { name: 'engines', run: engines },
   { name: 'sweep', run: sweep },
+  { name: 'pg-store', run: pgStore },
 ];
 
 const only = process.argv.slice(2);

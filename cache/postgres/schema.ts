@@ -34,8 +34,10 @@ const MIGRATIONS: readonly string[] = [
     vector bytea NOT NULL,
     PRIMARY KEY (feature_set, sha256)
   );
-  -- Float bytes do not compress: store them out of line as they are, without trying.
-  ALTER TABLE ${SCHEMA}.features ALTER COLUMN vector SET STORAGE EXTERNAL;
+  -- A 1280-float vector (5 KiB) would be moved to the TOAST table (3 chunks, found through
+  -- an index) above the default 2 KiB: keep rows up to a page inline, where a scan reads them.
+  ALTER TABLE ${SCHEMA}.features SET (toast_tuple_target = 8160);
+  ALTER TABLE ${SCHEMA}.features ALTER COLUMN vector SET STORAGE MAIN;
   CREATE TABLE ${SCHEMA}.failures (
     feature_set text NOT NULL REFERENCES ${SCHEMA}.feature_sets(id),
     sha256 text NOT NULL,

@@ -61,7 +61,12 @@ async function unusedPort(): Promise<number> {
   });
 }
 
-export async function startCluster(): Promise<Cluster> {
+export interface ClusterOptions {
+  /** fsync as a production server does (benchmarks); tests run without it. */
+  readonly durable?: boolean;
+}
+
+export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
   const unavailable = postgresUnavailable();
   if (unavailable) throw new Error(unavailable);
   const dir = mkdtempSync(join(tmpdir(), 'pipeline-pg-'));
@@ -103,8 +108,8 @@ export async function startCluster(): Promise<Cluster> {
     let port = 0;
     for (let attempt = 0; ; attempt++) {
       port = await unusedPort();
-      const options = `-c listen_addresses=127.0.0.1 -p ${port} -k ${dir} -c fsync=off -c max_connections=200`;
-      const wrapped = asServerUser(join(PG_BIN, 'pg_ctl'), ['-D', data, '-o', options, '-l', join(dir, 'server.log'), '-w', 'start']);
+      const serverOptions = `-c listen_addresses=127.0.0.1 -p ${port} -k ${dir} -c fsync=${options.durable ? 'on' : 'off'} -c max_connections=200`;
+      const wrapped = asServerUser(join(PG_BIN, 'pg_ctl'), ['-D', data, '-o', serverOptions, '-l', join(dir, 'server.log'), '-w', 'start']);
       const result = spawnSync(wrapped.command, wrapped.args, { encoding: 'utf8' });
       if (result.status === 0) break;
       // Another process may have taken the port between our probe and the server's bind.

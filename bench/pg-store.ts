@@ -83,7 +83,14 @@ export async function run(): Promise<void> {
   const pool = await connectPostgres(url);
   const folder = await mkdtemp(join(tmpdir(), 'pipeline-bench-pg-'));
   const sqlite = openDatabase(join(folder, 'bench.sqlite'));
-  const results = { copyIn: [] as number[], unnestIn: [] as number[], copyOut: [] as number[], sqliteIn: [] as number[], sqliteOut: [] as number[] };
+  const results = {
+    copyIn: [] as number[],
+    unnestIn: [] as number[],
+    copyOut: [] as number[],
+    sqliteIn: [] as number[],
+    sqliteOut: [] as number[],
+    freshMemory: [] as number[],
+  };
   try {
     await migrate(pool);
     console.log(`${VECTORS} vectors of ${DIM} float32 per round, batches of ${BATCH}, ${ROUNDS} rounds; server: ${cluster ? 'local throwaway cluster, fsync on' : 'PIPELINE_BENCH_PG'}`);
@@ -114,6 +121,8 @@ export async function run(): Promise<void> {
       let read = 0;
       results.copyOut.push(rate(await seconds(async () => (read = (await loadVectors(pool, copySet)).size))));
       if (read !== VECTORS) throw new Error(`read ${read} of ${VECTORS} vectors back`);
+      // A read must put every vector in memory never touched before; on some VMs that alone is slow.
+      results.freshMemory.push(rate(await seconds(() => new Float32Array(VECTORS * DIM).fill(1))));
       const hashes = features.map((f) => f.sha256);
       results.sqliteOut.push(rate(await seconds(() => (read = loadSqlite(sqlite, copySet, hashes).size))));
       if (read !== VECTORS) throw new Error(`read ${read} of ${VECTORS} vectors back from SQLite`);
@@ -128,8 +137,9 @@ export async function run(): Promise<void> {
     console.log(`insert, SQLite saveBatch (reference):               ${fmt(results.sqliteIn)}`);
     console.log(`bulk read, binary COPY TO STDOUT (store):           ${fmt(results.copyOut)}`);
     console.log(`bulk read, SQLite loadVectors (reference):          ${fmt(results.sqliteOut)}`);
+    console.log(`floor: filling ${(VECTORS * DIM * 4) / 2 ** 20} MiB of fresh memory:   ${fmt(results.freshMemory)}`);
     console.log(
-      `ratios of medians: COPY/unnest insert ${ratio(results.copyIn, results.unnestIn)}x, PostgreSQL/SQLite insert ${ratio(results.copyIn, results.sqliteIn)}x, read ${ratio(results.copyOut, results.sqliteOut)}x`,
+      `ratios of medians: COPY/unnest insert ${ratio(results.copyIn, results.unnestIn)}x, PostgreSQL/SQLite insert ${ratio(results.copyIn, results.sqliteIn)}x, read ${ratio(results.copyOut, results.sqliteOut)}x, PostgreSQL read / fresh-memory floor ${ratio(results.copyOut, results.freshMemory)}x`,
     );
   } finally {
     sqlite.close();

@@ -6,7 +6,7 @@
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { bytesToFloats, floatBytes } from '../blobs.js';
+import { floatBytes } from '../blobs.js';
 import type { BatchResult, FeatureSet, ItemRow } from '../features.js';
 import type { PgClient, PgPool } from './connect.js';
 import { CopyRowDecoder, encodeCopyRows } from './copy-binary.js';
@@ -107,9 +107,10 @@ export async function writeBatch(client: PgClient, featureSet: string, batch: Ba
 export async function loadVectors(pool: PgPool, featureSet: string, hashes?: readonly string[]): Promise<Map<string, Float32Array>> {
   const wanted = hashes && new Set(hashes);
   const vectors = new Map<string, Float32Array>();
+  const slab = new VectorSlab();
   const decoder = new CopyRowDecoder(([sha256, vector]) => {
     const key = sha256!.toString('utf8');
-    if (!wanted || wanted.has(key)) vectors.set(key, bytesToFloats(vector!));
+    if (!wanted || wanted.has(key)) vectors.set(key, slab.copy(vector!));
   });
   const client = await pool.connect();
   try {
@@ -123,4 +124,26 @@ export async function loadVectors(pool: PgPool, featureSet: string, hashes?: rea
     client.release();
   }
   return vectors;
+}
+
+/**
+ * Copies vectors into shared blocks of 1024 and hands out views: one allocation per block
+ * instead of one per vector (tens of thousands of small buffers made the read 4x slower).
+ */
+class VectorSlab {
+  private block = new Float32Array(0);
+  private used = 0;
+
+  copy(bytes: Uint8Array): Float32Array {
+    const length = bytes.byteLength / 4;
+    if (this.used + length > this.block.length) {
+      this.block = new Float32Array(Math.max(length * 1024, length));
+      this.used = 0;
+    }
+    const view = this.block.subarray(this.used, this.used + length);
+    // Byte copy: the row's bytes need not be 4-byte aligned within the received chunk.
+    new Uint8Array(view.buffer, view.byteOffset, bytes.byteLength).set(bytes);
+    this.used += length;
+    return view;
+  }
 }

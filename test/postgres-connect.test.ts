@@ -2,7 +2,8 @@ import test from 'ava';
 import { chmodSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { connectPostgres, redact, serverAddress } from '../cache/postgres/connect.js';
+import { connectPostgres, guardPostgres, redact, serverAddress } from '../cache/postgres/connect.js';
+import { migrate } from '../cache/postgres/schema.js';
 import { UserError } from '../core/errors.js';
 import { isHttpUrl, isPostgresUrl } from '../core/urls.js';
 import { PASSWORD_ROLE, postgresSuite } from './helpers/postgres.js';
@@ -112,4 +113,29 @@ pg.serial('an unreachable server is one line naming host and port', async (t) =>
   t.is(message, `cannot connect to PostgreSQL server 127.0.0.1:${port}: connection refused (is it running and listening there?)`);
   const unknown = await connectError('postgres://someone@no-such-host.invalid:5544/db');
   t.is(unknown, 'cannot connect to PostgreSQL server no-such-host.invalid:5544: unknown host no-such-host.invalid');
+});
+
+pg.serial('failures during work are one line naming the server: no privilege, connection killed', async (t, cluster) => {
+  cluster.psql('CREATE ROLE plain_user LOGIN');
+  const url = `postgres://plain_user@127.0.0.1:${cluster.port}/postgres`;
+  const pool = await connectPostgres(url);
+  t.teardown(() => pool.end());
+  const address = serverAddress(url);
+  await t.throwsAsync(guardPostgres(address, () => migrate(pool)), {
+    message: `PostgreSQL server 127.0.0.1:${cluster.port} does not allow user "plain_user" this on database "postgres": permission denied for database postgres`,
+  });
+  const admin = await connectPostgres(cluster.url());
+  t.teardown(() => admin.end());
+  const sleeping = guardPostgres(address, () => pool.query('SELECT pg_sleep(30)'));
+  // Terminate the sleeping session from another connection, as an administrator would.
+  for (let tries = 0; ; tries++) {
+    const { rowCount } = await admin.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'plain_user' AND query LIKE 'SELECT pg_sleep%'`,
+    );
+    if (rowCount || tries > 50) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await t.throwsAsync(sleeping, {
+    message: `PostgreSQL server 127.0.0.1:${cluster.port} closed the connection (shut down or terminated by an administrator)`,
+  });
 });

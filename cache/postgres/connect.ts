@@ -129,3 +129,30 @@ export function connectionError(error: unknown, address: ServerAddress): UserErr
   }
   return new UserError(`cannot use ${server}: ${message.split('\n')[0]}`);
 }
+
+/**
+ * Runs work against the server, turning the failures a user can act on (no privilege,
+ * full disk, read-only standby, server shut down or connection lost) into one line that
+ * names the server. Anything else is rethrown as it is.
+ */
+export async function guardPostgres<T>(address: ServerAddress, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    const reason = operationalFailure(error, address);
+    throw reason ? new UserError(`PostgreSQL server ${describeServer(address)} ${reason}`) : error;
+  }
+}
+
+function operationalFailure(error: unknown, address: ServerAddress): string | undefined {
+  if (error instanceof UserError) return undefined;
+  const code = (error as { code?: unknown }).code;
+  const message = messageOf(error);
+  if (code === '42501') return `does not allow user "${address.user}" this on database "${address.database}": ${message}`;
+  if (code === '53100') return 'is out of disk space (what was committed before is kept)';
+  if (code === '25006') return 'is read-only (a standby?): point --db at the primary';
+  if (code === '57P01' || code === '57P02') return 'closed the connection (shut down or terminated by an administrator)';
+  if (code === '57P03') return 'is starting up or shutting down: try again shortly';
+  if (code === 'ECONNRESET' || code === 'EPIPE' || /Connection terminated/i.test(message)) return 'dropped the connection';
+  return undefined;
+}

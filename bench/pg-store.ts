@@ -137,7 +137,7 @@ export async function run(): Promise<void> {
     console.log(`insert, SQLite saveBatch (reference):               ${fmt(results.sqliteIn)}`);
     console.log(`bulk read, binary COPY TO STDOUT (store):           ${fmt(results.copyOut)}`);
     console.log(`bulk read, SQLite loadVectors (reference):          ${fmt(results.sqliteOut)}`);
-    console.log(`floor: filling ${(VECTORS * DIM * 4) / 2 ** 20} MiB of fresh memory:   ${fmt(results.freshMemory)}`);
+    console.log(`floor: filling ${((VECTORS * DIM * 4) / 2 ** 20).toFixed(0)} MiB of fresh memory:   ${fmt(results.freshMemory)}`);
     console.log(
       `ratios of medians: COPY/unnest insert ${ratio(results.copyIn, results.unnestIn)}x, PostgreSQL/SQLite insert ${ratio(results.copyIn, results.sqliteIn)}x, read ${ratio(results.copyOut, results.sqliteOut)}x, PostgreSQL read / fresh-memory floor ${ratio(results.copyOut, results.freshMemory)}x`,
     );

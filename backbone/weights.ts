@@ -10,8 +10,9 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { tf } from '../core/tfjs.js';
 import envPaths from 'env-paths';
-import { download, isHttpUrl } from '../data/download.js';
+import { download } from '../data/download.js';
 import { sha256 } from '../data/hash.js';
+import { isHttpUrl } from '../core/urls.js';
 import { UserError, messageOf } from '../core/errors.js';
 import {
   type Architecture,
@@ -65,7 +66,6 @@ export interface BackboneWeights extends NetworkWeights {
   /** Whether the file kept BatchNorm layers (Keras layout) that were folded at load time. */
   readonly foldedAtLoad: boolean;
 }
-
 
 /** Where downloaded models are kept; PIPELINE_CACHE_DIR overrides the per-user default. */
 export function modelCacheDir(): string {

@@ -5,6 +5,7 @@
 import { run as engines } from './extract-engines.js';
 import { run as extract } from './extract.js';
 import { describeMachine } from './machine.js';
+import { run as pgStore } from './pg-store.js';
 import { run as sweep } from './sweep.js';
 import { run as trainerRecipe } from './trainer-recipe.js';
 import { run as audit } from './audit.js';
@@ -20,6 +21,7 @@ const BENCHMARKS: Benchmark[] = [
   { name: 'sweep', run: sweep },
   { name: 'trainer-recipe', run: trainerRecipe },
   { name: 'audit', run: audit },
+  { name: 'pg-store', run: pgStore },
 ];
 
 const only = process.argv.slice(2);

@@ -7,9 +7,6 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { UserError, messageOf } from '../core/errors.js';
 
-/** The one test for "this source is fetched over HTTP(S), not read from disk". */
-export const isHttpUrl = (source: string): boolean => /^https?:\/\//i.test(source);
-
 export interface DownloadOptions {
   /** Expected sha256 (hex); the file is refused when it differs. */
   readonly sha256?: string;

@@ -3,7 +3,6 @@
  * A file may hold only the sections it needs. Every error names the field and, for the
  * file, its line and column: `config.yaml:7:11: model.size: ...`.
  */
-import { isHttpUrl } from '../data/download.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { LineCounter, isMap, isPair, isScalar, parseDocument, type Document } from 'yaml';
@@ -13,6 +12,7 @@ import { BACKENDS, type BackendRequest } from '../backbone/backends.js';
 import { UserError } from '../core/errors.js';
 import { requireInputFile } from './paths.js';
 import { type View, parseViews } from '../data/views.js';
+import { isHttpUrl } from '../core/urls.js';
 import { type SweepConfig, SweepSchema } from '../stages/sweep/config.js';
 
 /** Google's hosted Keras MobileNetV2 (alpha 1.0, no top) as a TF.js layers model. */
@@ -148,7 +148,6 @@ function datasetUrl(fromFile: FileConfig['dataset'], flags: ConfigFlags): string
   if (fromFile?.url !== undefined) return fromFile.url;
   return fromFile?.root ? null : DEFAULTS.dataset.url;
 }
-
 
 function flag<T>(name: string, value: string | string[] | undefined, schema: z.ZodType<T>): T | undefined {
   if (value === undefined) return undefined;

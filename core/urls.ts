@@ -1,0 +1,10 @@
+/**
+ * What kind of location a user gave: every option that accepts a path or a URL asks here,
+ * so `--model`, `--data`, `dataset.url` and `--db` agree on what a URL is.
+ */
+
+/** http:// or https:// (any case): something to download. */
+export const isHttpUrl = (value: string): boolean => /^https?:\/\//i.test(value);
+
+/** postgres:// or postgresql:// (any case), as libpq accepts: a PostgreSQL server instead of a SQLite file. */
+export const isPostgresUrl = (value: string): boolean => /^postgres(ql)?:\/\//i.test(value);

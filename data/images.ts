@@ -54,6 +54,52 @@ export function jpegShrink(width: number, height: number, size: InputSize): 1 | 
  */
 export async function decodeSources(bytes: Uint8Array, sizes: readonly InputSize[]): Promise<{ sources: RawImage[]; decodes: number }> {
   if (bytes.length === 0) throw new Error('empty file');
+  try {
+    return await shared(() => decodeSourcesOnce(bytes, sizes));
+  } catch (error) {
+    if (!isReasonLost(error)) throw error;
+    // libvips keeps one error buffer for all its threads: when another image finishes at
+    // the same moment, the reason can be cleared before sharp reads it ("Unknown error").
+    // Decoding the same bytes again with nothing else running gives the real reason back.
+    return await alone(() => decodeSourcesOnce(bytes, sizes));
+  }
+}
+
+function isReasonLost(error: unknown): boolean {
+  const message = error instanceof Error ? error.message.trim() : String(error);
+  return message === '' || /^unknown error$/i.test(message);
+}
+
+/** sharp calls in flight, and the one that must run with none beside it (see decodeSources). */
+let active = 0;
+let exclusive: Promise<void> | undefined;
+let drained: (() => void) | undefined;
+
+async function shared<T>(work: () => Promise<T>): Promise<T> {
+  while (exclusive) await exclusive;
+  active++;
+  try {
+    return await work();
+  } finally {
+    if (--active === 0) drained?.();
+  }
+}
+
+async function alone<T>(work: () => Promise<T>): Promise<T> {
+  while (exclusive) await exclusive;
+  let release!: () => void;
+  exclusive = new Promise((resolve) => (release = resolve));
+  try {
+    while (active > 0) await new Promise<void>((resolve) => (drained = resolve));
+    return await work();
+  } finally {
+    drained = undefined;
+    exclusive = undefined;
+    release();
+  }
+}
+
+async function decodeSourcesOnce(bytes: Uint8Array, sizes: readonly InputSize[]): Promise<{ sources: RawImage[]; decodes: number }> {
   const { format, width = 0, height = 0, orientation = 1, hasAlpha = false } = await sharp(bytes, OPEN).metadata();
   const plainJpeg = format === 'jpeg' && orientation === 1 && !hasAlpha;
   const factors = sizes.map((size) => (plainJpeg ? jpegShrink(width, height, size) : 1));
@@ -70,7 +116,11 @@ export async function decodeSources(bytes: Uint8Array, sizes: readonly InputSize
 }
 
 /** One view of a decoded image at the input size (view first, then resize: see data/views.ts). */
-export async function renderInput(source: RawImage, view: View, size: InputSize, resize: ResizeMode): Promise<Buffer> {
+export function renderInput(source: RawImage, view: View, size: InputSize, resize: ResizeMode): Promise<Buffer> {
+  return shared(() => renderInputNow(source, view, size, resize));
+}
+
+async function renderInputNow(source: RawImage, view: View, size: InputSize, resize: ResizeMode): Promise<Buffer> {
   const image = applyView(source, view);
   const { data, info } = await sharp(image.data, { raw: { width: image.width, height: image.height, channels: 3 } })
     .resize(size.width, size.height, { fit: resize === 'fill' ? 'fill' : 'cover', position: 'centre' })

@@ -230,10 +230,19 @@ async function exportFeaturesCommand(argv: { config?: string; db?: string; out: 
   }
 }
 
+/** Arguments that are lists by design; every other flag given twice keeps its last value. */
+const LIST_ARGUMENTS = new Set(['_', '$0', 'files']);
+
+function lastValueOfRepeatedFlags(argv: Record<string, unknown>): void {
+  for (const [key, value] of Object.entries(argv)) {
+    if (!LIST_ARGUMENTS.has(key) && Array.isArray(value)) argv[key] = value.at(-1);
+  }
+}
+
 export function buildCli(args: string[]) {
   return yargs(args)
     // A repeated flag means its last value, as in most command-line tools, never an array.
-    .parserConfiguration({ 'duplicate-arguments-array': false })
+    .middleware(lastValueOfRepeatedFlags, true)
     .scriptName('pipeline')
     .usage('$0 <command> [options]\n\nTransfer learning with cached embeddings: extract once, sweep heads in seconds.')
     .command('extract', 'run the frozen MobileNetV2 once and cache its features in SQLite', withExtractFlags, withCache(extractCommand))

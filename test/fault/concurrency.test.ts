@@ -76,8 +76,8 @@ test.serial('3.1 two extracts on the same database at once: no errors, no corrup
 
 test.serial('3.2 pipeline report during a sweep reads a consistent state', async (t) => {
   const cwd = temp.dir;
-  // Without early stopping (40 epochs each) so that several reports run during the sweep.
-  writeFileSync(join(cwd, 'sweep.yaml'), SWEEP_YAML.replace('patience: 4', 'patience: 0').replace('epochs: {value: 30}', 'epochs: {value: 40}'));
+  // Without early stopping and with many epochs, so that several reports run during the sweep even on a fast machine.
+  writeFileSync(join(cwd, 'sweep.yaml'), SWEEP_YAML.replace('patience: 4', 'patience: 0').replace('epochs: {value: 30}', 'epochs: {value: 150}'));
   copyFileSync(join(cwd, 'clean.sqlite'), join(cwd, 'sweep.sqlite'));
   let sweepDone = false;
   const sweep = runPipeline(cwd, ['sweep', '--config', 'sweep.yaml', '--db', 'sweep.sqlite']).finally(() => (sweepDone = true));

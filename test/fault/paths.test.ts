@@ -253,7 +253,7 @@ async function tryCase(c: Case, fault: Fault, expect: Expect): Promise<{ problem
     return { problem: r.code === 0 ? '' : `expected to work, exit ${r.code}`, line: r.code === 0 ? 'works (exit 0)' : line };
   }
   const problems: string[] = [];
-  if (r.code !== 1) problems.push(`exit ${r.code}`);
+  if (r.code !== 3) problems.push(`exit ${r.code} (3 means some inputs failed)`);
   if (r.stderr.trimEnd().split('\n').length !== 1 || errors.length !== 1) problems.push(`stderr is not one 'pipeline:' line: ${JSON.stringify(r.stderr.slice(0, 300))}`);
   const named = new RegExp(`^pipeline: ${escape(c.label)} \\S.*: `);
   if (!named.test(line)) problems.push(`does not name ${c.label}`);
@@ -302,13 +302,13 @@ test.serial('6.18 predict FILES: a missing file, a folder and an empty file get 
     [FAULTS['empty file'], /error: .*empty file/],
   ];
   const problems = expected.flatMap(([file, pattern], i) => (lines[i]?.startsWith(file) && pattern.test(lines[i]) ? [] : [`line ${i + 1}: ${lines[i]} (expected ${pattern})`]));
-  if (r.code !== 1) problems.push(`exit ${r.code}`);
+  if (r.code !== 3) problems.push(`exit ${r.code} (3 means some inputs failed)`);
   if (/^\s+at /m.test(r.stderr) || errorLines(r).length) problems.push(`stderr: ${r.stderr}`);
   if (!/^1 predicted, 3 failed/m.test(r.stdout)) problems.push(`summary: ${lines[lines.length - 1]}`);
   figures.add({
     case: '6.18 predict FILES: missing, folder, empty among good images',
     tries: 3,
-    result: problems.length ? problems[0] : 'each gets its own one-line error, the good image is predicted, exit 1',
+    result: problems.length ? problems[0] : 'each gets its own one-line error, the good image is predicted, exit 3 (some inputs failed)',
     held: problems.length === 0,
   });
   t.deepEqual(problems, []);

@@ -5,8 +5,9 @@
 
 /** MobileNetV2's ImageNet training scaled 8-bit RGB to [-1, 1]: x / 127.5 - 1. */
 export const PREPROCESSING = {
-  // Decoded once at full resolution, or JPEG shrink-on-load keeping >= 1024 px (data/images.ts).
-  id: 'srgb8-exif-noalpha-shrink1024/x/127.5-1',
+  // Decoded once at full resolution, or JPEG shrink-on-load keeping the shorter side
+  // >= 1.25x the input's longer side (data/images.ts jpegShrink).
+  id: 'srgb8-exif-noalpha-shrink1.25/x/127.5-1',
   scale: 127.5,
   offset: 1,
 } as const;

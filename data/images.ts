@@ -28,16 +28,18 @@ export async function decodeImage(bytes: Uint8Array, size: InputSize, resize: Re
 }
 
 /**
- * Shorter side a JPEG keeps after shrink-on-load: libjpeg decodes at 1/2, 1/4 or 1/8 for
- * a fraction of the work, as long as this many pixels (and twice the input size) remain.
- * The factor depends on the image and the input size only, never on which other sizes
- * or views are extracted with it, so a feature set's numbers are the same either way.
+ * How much larger than the input's longer side a JPEG's shorter side stays after
+ * shrink-on-load (libjpeg decodes at 1/2, 1/4 or 1/8 for a fraction of the work). Keeping
+ * the shorter side above the longer input side serves every rotation from one decode;
+ * the 25% margin serves crops down to 0.8 of the image without upsampling. The factor
+ * depends on the image and the input size only, never on which other sizes or views are
+ * extracted with it, so a feature set's numbers are the same either way.
  */
-const SHRINK_KEEPS = 1024;
+const SHRINK_MARGIN = 1.25;
 
 /** The JPEG shrink-on-load factor for an image of `width x height` going to `size` (1 = none). */
 export function jpegShrink(width: number, height: number, size: InputSize): 1 | 2 | 4 | 8 {
-  const keep = Math.max(SHRINK_KEEPS, 2 * Math.max(size.height, size.width));
+  const keep = Math.ceil(SHRINK_MARGIN * Math.max(size.height, size.width));
   for (const factor of [8, 4, 2] as const) if (Math.min(width, height) / factor >= keep) return factor;
   return 1;
 }

@@ -1,6 +1,6 @@
 import test from 'ava';
 import sharp from 'sharp';
-import { decodeImage } from '../data/images.js';
+import { decodeImage, decodeSources, jpegShrink } from '../data/images.js';
 import { pixels } from './helpers/images.js';
 
 const W = 40;
@@ -127,4 +127,28 @@ test('a zero-byte file, a truncated JPEG, and text named .jpg are rejected', asy
   await t.throwsAsync(() => decodeImage(Buffer.from('hello, this is not an image\n'), SAME, 'fill'), undefined, 'text');
   const png = await raw(source, 3).png().toBuffer();
   await t.throwsAsync(() => decodeImage(png.subarray(0, Math.floor(png.length * 0.6)), SAME, 'fill'), undefined, 'truncated PNG');
+});
+
+test('JPEG shrink-on-load keeps the shorter side at least 1.25x the input\'s longer side', (t) => {
+  t.is(jpegShrink(4000, 3000, { height: 384, width: 512 }), 4, '4000x3000 -> 1000x750 for 384x512');
+  t.is(jpegShrink(4000, 3000, { height: 224, width: 224 }), 8, '4000x3000 -> 500x375 for 224x224');
+  t.is(jpegShrink(4000, 3000, { height: 448, width: 597 }), 4, '750 >= 1.25 x 597');
+  t.is(jpegShrink(2000, 1500, { height: 448, width: 597 }), 2);
+  t.is(jpegShrink(512, 384, { height: 384, width: 512 }), 1, 'TrashNet photos at 384x512: no shrink');
+  t.is(jpegShrink(1279, 1279, { height: 512, width: 512 }), 1, '1279 / 2 < 640');
+});
+
+test('a truncated JPEG decoded beside other images still says why it failed', async (t) => {
+  // libvips shares one error buffer across threads: without care, a failure that ends
+  // while another image finishes is reported as "Unknown error".
+  const noise = Buffer.from(Array.from({ length: 400 * 300 * 3 }, (_, i) => (i * 7919) % 251));
+  const busy = await sharp(noise, { raw: { width: 400, height: 300, channels: 3 } }).jpeg().toBuffer();
+  const truncated = busy.subarray(0, Math.floor(busy.length / 2));
+  const size = { height: 224, width: 224 };
+  const messages = new Set<string>();
+  for (let round = 0; round < 40; round++) {
+    const outcomes = await Promise.allSettled([truncated, busy, truncated, busy, busy].map((bytes) => decodeSources(bytes, [size])));
+    for (const outcome of outcomes) if (outcome.status === 'rejected') messages.add(String((outcome.reason as Error).message).split('\n')[0]);
+  }
+  t.deepEqual([...messages], ['VipsJpeg: premature end of JPEG image']);
 });

@@ -253,7 +253,7 @@ async function tryCase(c: Case, fault: Fault, expect: Expect): Promise<{ problem
     return { problem: r.code === 0 ? '' : `expected to work, exit ${r.code}`, line: r.code === 0 ? 'works (exit 0)' : line };
   }
   const problems: string[] = [];
-  if (r.code !== 3) problems.push(`exit ${r.code} (3 means some inputs failed)`);
+  if (r.code !== 1) problems.push(`exit ${r.code}`);
   if (r.stderr.trimEnd().split('\n').length !== 1 || errors.length !== 1) problems.push(`stderr is not one 'pipeline:' line: ${JSON.stringify(r.stderr.slice(0, 300))}`);
   const named = new RegExp(`^pipeline: ${escape(c.label)} \\S.*: `);
   if (!named.test(line)) problems.push(`does not name ${c.label}`);

@@ -14,12 +14,14 @@ import { UserError } from '../core/errors.js';
 import { type Log, type StartProgress, noProgress, quietLog } from '../core/log.js';
 import { byCodeUnit } from '../data/dataset.js';
 import type { AuditConfig } from './audit/config.js';
-import { type AuditItem, type DuplicateGroup, type Leak, candidateCosine, duplicateGroups, findLeaks, pairDistances } from './audit/duplicates.js';
+import { type AuditItem, type DuplicateGroup, type Leak, candidateCosine, duplicateGroups, findLeaks, pairDistances, testCopies } from './audit/duplicates.js';
 import { perceptualHashes } from './audit/hashes.js';
 import { confidentLearning, labelIssueRows, outOfSampleProbabilities } from './audit/labels.js';
 import { umapLayout } from './audit/map.js';
 import { findNeighbours } from './audit/neighbours.js';
-import { argmaxRows, pinnedData, sweepResults } from './report.js';
+import { type LeakFreeAccuracy, argmaxRows, leakFreeAccuracy } from './report.js';
+
+export type { LeakFreeAccuracy };
 
 export interface AuditOptions {
   readonly db: Db;
@@ -42,16 +44,6 @@ export interface Outlier {
   readonly label: string;
   /** Mean cosine to the nearest images of the same class: lower is less typical. */
   readonly score: number;
-}
-
-export interface LeakFreeAccuracy {
-  readonly sweep: number;
-  readonly run_key: string;
-  readonly test_images: number;
-  readonly test_accuracy: number;
-  /** Test images left out: those with a copy in train or val. */
-  readonly left_out: number;
-  readonly test_accuracy_without_copies: number | null;
 }
 
 export interface AuditResult {
@@ -163,7 +155,7 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
   const outliers = leastTypical(items, y, labels.length, neighbours.classCosine, config.outliers);
   const labelSeconds = lap();
 
-  const testAccuracy = leakFreeAccuracy(db, featureSet, groups);
+  const testAccuracy = latestLeakFreeAccuracy(db, featureSet, groups);
   const summary: AuditResult['summary'] = {
     images: items.length,
     duplicate_groups: groups.length,
@@ -240,50 +232,14 @@ function leastTypical(
   return outliers;
 }
 
-/** Test images with a copy (in their duplicate group) in train or val. */
-function testCopies(groups: readonly DuplicateGroup[]): Set<string> {
-  const paths = new Set<string>();
-  for (const group of groups) {
-    if (!group.split.some((s) => s === 'train' || s === 'val')) continue;
-    group.paths.forEach((path, i) => {
-      if (group.split[i] === 'test') paths.add(path);
-    });
-  }
-  return paths;
-}
-
 /**
- * The latest finished sweep's winner (its best seed, as `pipeline report` shows it) on
- * test, with and without the test images that have a copy in train or val. Its stored
- * test probabilities are in the order of the sweep's own test members.
+ * The latest finished sweep's winner on test, with and without the test images that have
+ * a copy in train or val.
  */
-function leakFreeAccuracy(db: Db, featureSet: FeatureSet, groups: readonly DuplicateGroup[]): LeakFreeAccuracy | null {
+function latestLeakFreeAccuracy(db: Db, featureSet: FeatureSet, groups: readonly DuplicateGroup[]): LeakFreeAccuracy | null {
   // Sweeps from before members were stored cannot be lined up with images: skipped.
   const sweep = listSweeps(db).filter((s) => s.featureSet === featureSet.id && s.status === 'done' && s.dataHash !== null).at(-1);
-  if (!sweep) return null;
-  const run = sweepResults(db, sweep).ranking[0].bestRun;
-  const data = pinnedData(db, sweep);
-  const predicted = argmaxRows(run.testProbabilities, data.labels.length);
-  const copies = testCopies(groups);
-  let right = 0;
-  let kept = 0;
-  let keptRight = 0;
-  data.test.forEach((member, i) => {
-    const correct = data.labels[predicted[i]] === member.label ? 1 : 0;
-    right += correct;
-    if (copies.has(member.path)) return;
-    kept++;
-    keptRight += correct;
-  });
-  const total = data.test.length;
-  return {
-    sweep: sweep.id,
-    run_key: run.runKey,
-    test_images: total,
-    test_accuracy: round(right / total),
-    left_out: total - kept,
-    test_accuracy_without_copies: kept ? round(keptRight / kept) : null,
-  };
+  return sweep ? leakFreeAccuracy(db, sweep, testCopies(groups)) : null;
 }
 
 const round = (value: number, digits = 4) => Number(value.toFixed(digits));

@@ -6,7 +6,9 @@
  * reported sweep's feature set: `--json` as an `audit` object, `--html` as an "Audit"
  * section with a map that is checked in headless Chromium.
  */
+import { mkdtempSync } from 'node:fs';
 import { copyFile, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import sharp from 'sharp';
@@ -15,6 +17,8 @@ import { listItems } from '../cache/features.js';
 import { decodeImage } from '../data/images.js';
 import { perceptualHash } from '../data/phash.js';
 import type { AuditResult } from '../stages/audit.js';
+import type { ReportFacts } from '../stages/report.js';
+import { launchChromium, openFile, testWithChromium } from './helpers/browser.js';
 import { type GeneratedDataset, makeDataset } from './helpers/images.js';
 import { runPipeline } from './helpers/cli.js';
 import { writeRandomModel } from './helpers/random-model.js';
@@ -156,4 +160,117 @@ test.serial('the audit: section of the config file is used, flags override it, u
   const range = await runPipeline(temp.dir, ['audit', '--config', bad]);
   t.is(range.code, 1);
   t.regex(range.stderr, /bad\.yaml:20:12: audit\.label_issues\.folds: /);
+});
+
+const reportFile = join(temp.dir, 'report.html');
+let audited: AuditResult;
+
+test.serial('report --json carries the audit of the sweep\'s feature set, --html an Audit section with one map mark per image', async (t) => {
+  const sweep = await runPipeline(temp.dir, ['sweep']);
+  t.is(sweep.code, 0, sweep.stderr);
+  const audit = await runPipeline(temp.dir, ['audit', '--json']);
+  t.is(audit.code, 0, audit.stderr);
+  audited = JSON.parse(audit.stdout) as AuditResult;
+
+  const json = await runPipeline(temp.dir, ['report', '--json']);
+  t.is(json.code, 0, json.stderr);
+  const facts = JSON.parse(json.stdout) as ReportFacts;
+  t.truthy(facts.audit);
+  const report = facts.audit!;
+  t.deepEqual(Object.keys(report).sort(), ['audit_id', 'created_at', 'summary', 'test_accuracy']);
+  t.is(report.audit_id, audited.audit_id);
+  t.deepEqual(report.summary, audited.summary);
+  // The leak-free accuracy is of the reported sweep (here also the audit's latest one).
+  t.deepEqual(report.test_accuracy, audited.test_accuracy);
+  t.is(report.test_accuracy.sweep, facts.sweep.id);
+  t.is(report.test_accuracy.run_key, facts.best.run_key);
+  t.is(report.test_accuracy.test_images, facts.sweep.split_sizes.test);
+  t.is(report.test_accuracy.test_accuracy, Number(facts.best.test_accuracy.toFixed(4)));
+
+  const html = await runPipeline(temp.dir, ['report', '--html', reportFile]);
+  t.is(html.code, 0, html.stderr);
+  const page = await readFile(reportFile, 'utf8');
+  const section = page.match(/<section class="card" id="audit"[\s\S]*?<\/section>/)?.[0] ?? '';
+  t.true(section.length > 0, 'an Audit section');
+  t.true(page.indexOf('id="gallery"') < page.indexOf('id="audit"'), 'after the misclassified gallery');
+  t.notRegex(page, /\b(?:src|href)\s*=\s*["']?(?:https?:)?\/\//i, 'nothing external');
+  const layer0 = section.match(/<g class="mark-symbol role-mark layer_0_marks"[^>]*>([\s\S]*?)<\/g>/)![1];
+  t.is((layer0.match(/<path /g) ?? []).length, audited.summary.images, 'one map mark per image');
+  t.regex(section, new RegExp(`data-kind="exact"[\\s\\S]*?data-path="${EXACT_COPY}"`), 'the exact copy is shown in its group');
+  t.is((section.match(/<figure class="shot issue"/g) ?? []).length, Math.min(24, audited.label_issues.length));
+  t.regex(section, new RegExp(`${audited.summary.duplicate_groups}</div><div class="label">duplicate groups`));
+
+  // Without an audit of the feature set: audit null, no section, and the page has no script.
+  const bare = join(temp.dir, 'no-audit.sqlite');
+  await copyFile(dbPath, bare);
+  const db = openDatabase(bare);
+  db.exec('DELETE FROM audit_map; DELETE FROM audits;');
+  db.close();
+  const none = await runPipeline(temp.dir, ['report', '--json', '--db', bare]);
+  t.is(none.code, 0, none.stderr);
+  t.is((JSON.parse(none.stdout) as ReportFacts).audit, null);
+  const noneHtml = join(temp.dir, 'no-audit.html');
+  t.is((await runPipeline(temp.dir, ['report', '--html', noneHtml, '--db', bare])).code, 0);
+  const plain = await readFile(noneHtml, 'utf8');
+  t.false(plain.includes('id="audit"'));
+  t.notRegex(plain, /<script/i);
+});
+
+testWithChromium('the report with an audit renders in Chromium: no console errors, one mark per image, a thumbnail on hover', async (t) => {
+  t.truthy(audited, 'the report test ran first');
+  // Kept after the run (the fixture's folder is removed) for a person to look at.
+  const shots = mkdtempSync(join(tmpdir(), 'pipeline-audit-report-shot-'));
+  const browser = await launchChromium();
+  try {
+    const { page, problems } = await openFile(browser, reportFile);
+    const marks = await page.$$eval('#audit-map svg .layer_0_marks > path', (paths) => paths.map((p) => p.getAttribute('aria-label')));
+    t.is(marks.length, audited.summary.images);
+    t.is(new Set(marks).size, marks.length, 'each image once');
+    const box = await page.locator('#audit-map svg').boundingBox();
+    t.true(box !== null && box.width > 300 && box.height > 200, `map drawn with a size (${box?.width}x${box?.height})`);
+
+    // Hover a few marks: the tip shows the image under the mouse, decoded.
+    let shown = 0;
+    for (const index of [0, Math.floor(marks.length / 2), marks.length - 1]) {
+      const mark = page.locator('#audit-map svg .layer_0_marks > path').nth(index);
+      await mark.scrollIntoViewIfNeeded();
+      const at = (await mark.boundingBox())!;
+      const [x, y] = [at.x + at.width / 2, at.y + at.height / 2];
+      await page.mouse.move(x, y);
+      const under = await page.evaluate(([px, py]) => document.elementFromPoint(px, py)?.closest('path[aria-label]')?.getAttribute('aria-label') ?? null, [x, y]);
+      await page.waitForSelector('#audit-tip:not([hidden])', { timeout: 5000 });
+      await page.waitForFunction(() => (document.querySelector('#audit-tip img') as HTMLImageElement).complete);
+      const tip = await page.$eval('#audit-tip', (element) => ({
+        path: element.querySelector('.tip-path')!.textContent,
+        info: element.querySelector('.tip-info')!.textContent,
+        width: (element.querySelector('img') as HTMLImageElement).naturalWidth,
+        visible: element.getBoundingClientRect().width > 0,
+      }));
+      t.is(tip.path as string | null, under, 'the tip names the image under the mouse');
+      t.true(tip.visible);
+      t.true(tip.width > 0, 'its thumbnail decoded');
+      t.truthy(tip.info);
+      shown++;
+      if (index === 0) {
+        const shot = join(shots, 'report-audit-map.png');
+        await page.locator('#audit-map').screenshot({ path: shot });
+        t.log(`map screenshot (hovering ${under}): ${shot}`);
+      }
+    }
+    t.is(shown, 3);
+    await page.mouse.move(1, 1);
+    t.true(await page.$eval('#audit-tip', (element) => (element as HTMLElement).hidden), 'the tip hides when the mouse leaves');
+
+    const images = await page.$$eval('#audit img[src^="data:"]', (elements) => (elements as HTMLImageElement[]).map((img) => img.complete && img.naturalWidth > 0));
+    t.true(images.length > 0 && images.every(Boolean), 'every audit thumbnail decoded');
+    t.deepEqual(problems.consoleErrors, [], 'no console errors');
+    t.deepEqual(problems.pageErrors, [], 'no page errors');
+    t.deepEqual(problems.networkRequests, [], 'no network requests');
+    const full = join(shots, 'report-audit.png');
+    await copyFile(reportFile, join(shots, 'report.html'));
+    await page.screenshot({ path: full, fullPage: true });
+    t.log(`page screenshot: ${full}`);
+  } finally {
+    await browser.close();
+  }
 });

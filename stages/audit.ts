@@ -14,14 +14,15 @@ import { UserError } from '../core/errors.js';
 import { type Log, type StartProgress, noProgress, quietLog } from '../core/log.js';
 import { byCodeUnit } from '../data/dataset.js';
 import type { AuditConfig } from './audit/config.js';
-import { type AuditItem, type DuplicateGroup, type Leak, candidateCosine, duplicateGroups, findLeaks, pairDistances, testCopies } from './audit/duplicates.js';
+import { type AuditItem, type DuplicateGroup, candidateCosine, duplicateGroups, findLeaks, pairDistances, testCopies } from './audit/duplicates.js';
 import { perceptualHashes } from './audit/hashes.js';
 import { confidentLearning, labelIssueRows, outOfSampleProbabilities } from './audit/labels.js';
 import { umapLayout } from './audit/map.js';
 import { findNeighbours } from './audit/neighbours.js';
-import { type LeakFreeAccuracy, argmaxRows, leakFreeAccuracy } from './report.js';
+import { argmaxRows, leakFreeAccuracy } from './report.js';
+import type { AuditResult, LeakFreeAccuracy, Outlier } from './audit/result.js';
 
-export type { LeakFreeAccuracy };
+export type { AuditResult, LabelIssue, LeakFreeAccuracy, Outlier } from './audit/result.js';
 
 export interface AuditOptions {
   readonly db: Db;
@@ -29,53 +30,6 @@ export interface AuditOptions {
   readonly config: AuditConfig;
   readonly log?: Log;
   readonly startProgress?: StartProgress;
-}
-
-export interface LabelIssue {
-  readonly path: string;
-  readonly given_label: string;
-  readonly suggested_label: string;
-  /** Out-of-sample probability of the given label: lower is more suspect. */
-  readonly score: number;
-}
-
-export interface Outlier {
-  readonly path: string;
-  readonly label: string;
-  /** Mean cosine to the nearest images of the same class: lower is less typical. */
-  readonly score: number;
-}
-
-export interface AuditResult {
-  readonly audit_id: number;
-  readonly feature_set: string;
-  readonly split_source: string;
-  readonly labels: string[];
-  readonly duplicate_groups: DuplicateGroup[];
-  readonly leaks: Leak[];
-  readonly label_issues: LabelIssue[];
-  readonly outliers: Outlier[];
-  /** null when the feature set has no finished sweep. */
-  readonly test_accuracy: LeakFreeAccuracy | null;
-  /** rows = given label, columns = confident label (labels order). */
-  readonly confident_joint: number[][];
-  readonly summary: {
-    images: number;
-    duplicate_groups: number;
-    exact_groups: number;
-    near_groups: number;
-    images_in_groups: number;
-    cross_split_groups: number;
-    cross_class_groups: number;
-    test_images_with_copy_in_train_val: number;
-    label_issues: number;
-    outliers: number;
-    phash_computed: number;
-    phash_unavailable: number;
-    oos_accuracy: number;
-  };
-  /** Wall time of each part; label_issues includes the map, which is laid out while the folds train. */
-  readonly seconds: { hashes: number; neighbours: number; label_issues: number; map: number; total: number };
 }
 
 export async function runAudit(options: AuditOptions): Promise<AuditResult> {

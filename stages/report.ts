@@ -9,7 +9,7 @@ import { type FeatureSet, getFeatureSet, latestExtractRun, listItems } from '../
 import { type StoredRun, type SweepMember, type SweepRow, getSweep, listSweeps, loadRuns, loadSplit, loadSweepMembers } from '../cache/sweeps.js';
 import type { Split } from '../data/dataset.js';
 import { UserError } from '../core/errors.js';
-import type { AuditResult } from './audit.js';
+import type { AuditResult, LeakFreeAccuracy } from './audit/result.js';
 import { testCopies } from './audit/duplicates.js';
 import type { SweepConfig } from './sweep/config.js';
 import { type Metric, type VariantSummary, rankVariants, varyingParameters } from './sweep/ranking.js';
@@ -49,17 +49,6 @@ export interface MisclassifiedImage {
   readonly true_label: string;
   readonly predicted_label: string;
   readonly probabilities: Record<string, number>;
-}
-
-/** A sweep's selected run on test, with and without the test images that have a copy in train or val. */
-export interface LeakFreeAccuracy {
-  readonly sweep: number;
-  readonly run_key: string;
-  readonly test_images: number;
-  readonly test_accuracy: number;
-  /** Test images left out: those with a copy in train or val. */
-  readonly left_out: number;
-  readonly test_accuracy_without_copies: number | null;
 }
 
 /** An audit as stored by `pipeline audit` (its JSON without audit_id, which is the row's id). */

@@ -187,6 +187,10 @@ test.serial('report --json carries the audit of the sweep\'s feature set, --html
   t.is(report.test_accuracy.test_images, facts.sweep.split_sizes.test);
   t.is(report.test_accuracy.test_accuracy, Number(facts.best.test_accuracy.toFixed(4)));
 
+  const text = await runPipeline(temp.dir, ['report']);
+  t.is(text.code, 0, text.stderr);
+  t.regex(text.stdout, new RegExp(`^audit ${audited.audit_id}: ${audited.summary.duplicate_groups} duplicate groups \\(`, 'm'));
+
   const html = await runPipeline(temp.dir, ['report', '--html', reportFile]);
   t.is(html.code, 0, html.stderr);
   const page = await readFile(reportFile, 'utf8');
@@ -209,6 +213,7 @@ test.serial('report --json carries the audit of the sweep\'s feature set, --html
   const none = await runPipeline(temp.dir, ['report', '--json', '--db', bare]);
   t.is(none.code, 0, none.stderr);
   t.is((JSON.parse(none.stdout) as ReportFacts).audit, null);
+  t.notRegex((await runPipeline(temp.dir, ['report', '--db', bare])).stdout, /^audit /m);
   const noneHtml = join(temp.dir, 'no-audit.html');
   t.is((await runPipeline(temp.dir, ['report', '--html', noneHtml, '--db', bare])).code, 0);
   const plain = await readFile(noneHtml, 'utf8');

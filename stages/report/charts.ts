@@ -335,8 +335,8 @@ export function auditMapSpec(points: readonly AuditMapPoint[], labels: readonly 
   } as const;
   return {
     config,
-    width: 640,
-    height: 440,
+    width: 820,
+    height: 520,
     data: { values: points.map((p) => ({ ...p })) },
     layer: [
       {

@@ -311,7 +311,7 @@ export function buildCli(args: string[]) {
       withCache(exportFeaturesCommand),
     )
     .command(auditCommand)
-    .demandCommand(1, 'name a command: extract, sweep, report, export, predict, cache, export-features')
+    .demandCommand(1, 'name a command: extract, sweep, report, export, predict, cache, export-features, audit')
     .strict()
     .help()
     .alias('h', 'help')

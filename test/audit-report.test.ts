@@ -17,7 +17,8 @@ import { listItems } from '../cache/features.js';
 import { decodeImage } from '../data/images.js';
 import { perceptualHash } from '../data/phash.js';
 import type { AuditResult } from '../stages/audit.js';
-import type { ReportFacts } from '../stages/report.js';
+import { type AuditForReport, type ReportFacts, chooseSweep, gatherReport, reportAudit } from '../stages/report.js';
+import { esc, renderHtml } from '../stages/report/html.js';
 import { launchChromium, openFile, testWithChromium } from './helpers/browser.js';
 import { type GeneratedDataset, makeDataset } from './helpers/images.js';
 import { runPipeline } from './helpers/cli.js';
@@ -278,4 +279,42 @@ testWithChromium('the report with an audit renders in Chromium: no console error
   } finally {
     await browser.close();
   }
+});
+
+test.serial('paths and labels with markup are escaped everywhere in the Audit section, and cannot close its script', async (t) => {
+  t.truthy(audited, 'the report test ran first');
+  const nasty = 'alpha/</script><script>alert(1)</script> & "x".jpg';
+  const db = openDatabase(dbPath, { readonly: true });
+  let facts: ReportFacts;
+  let audit: AuditForReport;
+  try {
+    const sweep = chooseSweep(db, undefined);
+    const stored = reportAudit(db, sweep.featureSet)!;
+    // The same audit with one image renamed to a hostile path, in the map, a group and the label issues.
+    const rename = (path: string) => (path === stored.points[0].path ? nasty : path);
+    const result = stored.stored.result;
+    audit = {
+      stored: {
+        ...stored.stored,
+        result: {
+          ...result,
+          duplicate_groups: result.duplicate_groups.map((g) => ({ ...g, paths: g.paths.map(rename) })),
+          label_issues: [{ path: nasty, given_label: 'a<b>', suggested_label: 'c&d', score: 0.01 }, ...result.label_issues],
+        },
+      },
+      points: stored.points.map((p) => ({ ...p, path: rename(p.path) })),
+    };
+    facts = gatherReport(db, sweep, audit);
+  } finally {
+    db.close();
+  }
+  const html = await renderHtml(facts, { imageRoot: dataset.root, audit });
+  const section = html.match(/<section class="card" id="audit"[\s\S]*?<\/section>/)![0];
+  t.false(html.includes('<script>alert'), 'no injected script');
+  t.false(section.includes('a<b>'));
+  t.true(section.includes(esc(nasty)));
+  t.is((html.match(/<script/g) ?? []).length, 2, 'the hover data and the hover script only');
+  const hover = JSON.parse(html.match(/<script type="application\/json" id="audit-hover">([\s\S]*?)<\/script>/)![1]) as Record<string, [string, string]>;
+  t.true(nasty in hover, 'the hover data keys the hostile path as it is');
+  t.is(Object.keys(hover).length, audited.summary.images);
 });

@@ -6,7 +6,7 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { guardDatabase, openDatabase } from '../cache/database.js';
 import { UserError } from '../core/errors.js';
-import { AuditSchema, type AuditConfig } from '../stages/audit/config.js';
+import type { AuditConfig } from '../stages/audit/config.js';
 import { loadConfig } from './config.js';
 import { startProgress } from './progress.js';
 import { selectFeatureSet } from '../stages/feature-set.js';
@@ -44,9 +44,8 @@ function builder(args: Argv) {
     .option('folds', { type: 'string', coerce: number('folds', (n) => Number.isInteger(n) && n >= 3 && n <= 20, 'an integer 3..20'), describe: 'label issues: k-fold heads (audit.label_issues.folds)' });
 }
 
-/** The `audit:` section of the config file (defaults until the file has one), then the flags. */
-function auditConfig(fromFile: AuditConfig | undefined, argv: AuditArgs): AuditConfig {
-  const base = fromFile ?? AuditSchema.parse({});
+/** The `audit:` section as loadConfig read it (defaults where the file says nothing), then the flags. */
+function auditConfig(base: AuditConfig, argv: AuditArgs): AuditConfig {
   return {
     ...base,
     duplicates: {
@@ -67,7 +66,7 @@ async function handler(argv: ArgumentsCamelCase<AuditArgs>): Promise<void> {
       const result = await runAudit({
         db,
         featureSet: selectFeatureSet(db, argv['feature-set']),
-        config: auditConfig((config as { audit?: AuditConfig }).audit, argv),
+        config: auditConfig(config.audit, argv),
         log: (line) => void process.stderr.write(`${line}\n`),
         startProgress,
       });

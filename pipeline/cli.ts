@@ -154,11 +154,13 @@ async function reportCommand(argv: { config?: string; db?: string; sweep?: numbe
       }
       return;
     }
-    const { chooseSweep, gatherReport } = await import('../stages/report.js');
-    const facts = gatherReport(db, chooseSweep(db, argv.sweep));
+    const { chooseSweep, gatherReport, reportAudit } = await import('../stages/report.js');
+    const sweep = chooseSweep(db, argv.sweep);
+    const audit = reportAudit(db, sweep.featureSet);
+    const facts = gatherReport(db, sweep, audit);
     if (argv.html) {
       const { renderHtml } = await import('../stages/report/html.js');
-      const html = await renderHtml(facts, { imageRoot: facts.extraction.dataset_root });
+      const html = await renderHtml(facts, { imageRoot: facts.extraction.dataset_root, audit });
       await writeFileAtomically(argv.html, html, '--html');
       say(`wrote ${argv.html}`);
     }
@@ -309,7 +311,7 @@ export function buildCli(args: string[]) {
       withCache(exportFeaturesCommand),
     )
     .command(auditCommand)
-    .demandCommand(1, 'name a command: extract, sweep, report, export, predict, cache, export-features')
+    .demandCommand(1, 'name a command: extract, sweep, report, export, predict, cache, export-features, audit')
     .strict()
     .help()
     .alias('h', 'help')

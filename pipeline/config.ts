@@ -14,6 +14,7 @@ import { requireInputFile } from './paths.js';
 import { type View, parseViews } from '../data/views.js';
 import { isHttpUrl } from '../core/urls.js';
 import { type SweepConfig, SweepSchema } from '../stages/sweep/config.js';
+import { type AuditConfig, AuditSchema } from '../stages/audit/config.js';
 
 /** Google's hosted Keras MobileNetV2 (alpha 1.0, no top) as a TF.js layers model. */
 export const DEFAULT_MODEL_URL =
@@ -54,6 +55,7 @@ const FileSchema = z
       .strict()
       .partial(),
     sweep: z.unknown(),
+    audit: z.unknown(),
   })
   .strict()
   .partial();
@@ -69,6 +71,8 @@ export interface PipelineConfig {
   readonly cache: { db: string };
   readonly engine: { backend: BackendRequest; batch: number; concurrency: number };
   readonly sweep: SweepConfig;
+  /** `pipeline audit`'s settings (stages/audit/config.ts); its flags override them in audit-command.ts. */
+  readonly audit: AuditConfig;
 }
 
 /** Command-line flags that override the file (undefined = not given). */
@@ -112,6 +116,7 @@ export function loadConfig(configPath: string | undefined, flags: ConfigFlags = 
   const cache = { ...DEFAULTS.cache, ...fromFile.cache };
   const engine = { ...DEFAULTS.engine, ...fromFile.engine };
   const sweep = parseSection(SweepSchema, fromFile.sweep ?? {}, file, 'sweep');
+  const audit = parseSection(AuditSchema, fromFile.audit ?? {}, file, 'audit');
 
   return {
     file: file ? resolve(file) : null,
@@ -135,6 +140,7 @@ export function loadConfig(configPath: string | undefined, flags: ConfigFlags = 
       concurrency: flags.concurrency ?? engine.concurrency,
     },
     sweep,
+    audit,
   };
 }
 

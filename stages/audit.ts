@@ -14,12 +14,15 @@ import { UserError } from '../core/errors.js';
 import { type Log, type StartProgress, noProgress, quietLog } from '../core/log.js';
 import { byCodeUnit } from '../data/dataset.js';
 import type { AuditConfig } from './audit/config.js';
-import { type AuditItem, type DuplicateGroup, type Leak, candidateCosine, duplicateGroups, findLeaks, pairDistances } from './audit/duplicates.js';
+import { type AuditItem, type DuplicateGroup, candidateCosine, duplicateGroups, findLeaks, pairDistances, testCopies } from './audit/duplicates.js';
 import { perceptualHashes } from './audit/hashes.js';
 import { confidentLearning, labelIssueRows, outOfSampleProbabilities } from './audit/labels.js';
 import { umapLayout } from './audit/map.js';
 import { findNeighbours } from './audit/neighbours.js';
-import { argmaxRows, pinnedData, sweepResults } from './report.js';
+import { argmaxRows, leakFreeAccuracy } from './report.js';
+import type { AuditResult, LeakFreeAccuracy, Outlier } from './audit/result.js';
+
+export type { AuditResult, LabelIssue, LeakFreeAccuracy, Outlier } from './audit/result.js';
 
 export interface AuditOptions {
   readonly db: Db;
@@ -27,63 +30,6 @@ export interface AuditOptions {
   readonly config: AuditConfig;
   readonly log?: Log;
   readonly startProgress?: StartProgress;
-}
-
-export interface LabelIssue {
-  readonly path: string;
-  readonly given_label: string;
-  readonly suggested_label: string;
-  /** Out-of-sample probability of the given label: lower is more suspect. */
-  readonly score: number;
-}
-
-export interface Outlier {
-  readonly path: string;
-  readonly label: string;
-  /** Mean cosine to the nearest images of the same class: lower is less typical. */
-  readonly score: number;
-}
-
-export interface LeakFreeAccuracy {
-  readonly sweep: number;
-  readonly run_key: string;
-  readonly test_images: number;
-  readonly test_accuracy: number;
-  /** Test images left out: those with a copy in train or val. */
-  readonly left_out: number;
-  readonly test_accuracy_without_copies: number | null;
-}
-
-export interface AuditResult {
-  readonly audit_id: number;
-  readonly feature_set: string;
-  readonly split_source: string;
-  readonly labels: string[];
-  readonly duplicate_groups: DuplicateGroup[];
-  readonly leaks: Leak[];
-  readonly label_issues: LabelIssue[];
-  readonly outliers: Outlier[];
-  /** null when the feature set has no finished sweep. */
-  readonly test_accuracy: LeakFreeAccuracy | null;
-  /** rows = given label, columns = confident label (labels order). */
-  readonly confident_joint: number[][];
-  readonly summary: {
-    images: number;
-    duplicate_groups: number;
-    exact_groups: number;
-    near_groups: number;
-    images_in_groups: number;
-    cross_split_groups: number;
-    cross_class_groups: number;
-    test_images_with_copy_in_train_val: number;
-    label_issues: number;
-    outliers: number;
-    phash_computed: number;
-    phash_unavailable: number;
-    oos_accuracy: number;
-  };
-  /** Wall time of each part; label_issues includes the map, which is laid out while the folds train. */
-  readonly seconds: { hashes: number; neighbours: number; label_issues: number; map: number; total: number };
 }
 
 export async function runAudit(options: AuditOptions): Promise<AuditResult> {
@@ -163,7 +109,7 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
   const outliers = leastTypical(items, y, labels.length, neighbours.classCosine, config.outliers);
   const labelSeconds = lap();
 
-  const testAccuracy = leakFreeAccuracy(db, featureSet, groups);
+  const testAccuracy = latestLeakFreeAccuracy(db, featureSet, groups);
   const summary: AuditResult['summary'] = {
     images: items.length,
     duplicate_groups: groups.length,
@@ -240,50 +186,14 @@ function leastTypical(
   return outliers;
 }
 
-/** Test images with a copy (in their duplicate group) in train or val. */
-function testCopies(groups: readonly DuplicateGroup[]): Set<string> {
-  const paths = new Set<string>();
-  for (const group of groups) {
-    if (!group.split.some((s) => s === 'train' || s === 'val')) continue;
-    group.paths.forEach((path, i) => {
-      if (group.split[i] === 'test') paths.add(path);
-    });
-  }
-  return paths;
-}
-
 /**
- * The latest finished sweep's winner (its best seed, as `pipeline report` shows it) on
- * test, with and without the test images that have a copy in train or val. Its stored
- * test probabilities are in the order of the sweep's own test members.
+ * The latest finished sweep's winner on test, with and without the test images that have
+ * a copy in train or val.
  */
-function leakFreeAccuracy(db: Db, featureSet: FeatureSet, groups: readonly DuplicateGroup[]): LeakFreeAccuracy | null {
+function latestLeakFreeAccuracy(db: Db, featureSet: FeatureSet, groups: readonly DuplicateGroup[]): LeakFreeAccuracy | null {
   // Sweeps from before members were stored cannot be lined up with images: skipped.
   const sweep = listSweeps(db).filter((s) => s.featureSet === featureSet.id && s.status === 'done' && s.dataHash !== null).at(-1);
-  if (!sweep) return null;
-  const run = sweepResults(db, sweep).ranking[0].bestRun;
-  const data = pinnedData(db, sweep);
-  const predicted = argmaxRows(run.testProbabilities, data.labels.length);
-  const copies = testCopies(groups);
-  let right = 0;
-  let kept = 0;
-  let keptRight = 0;
-  data.test.forEach((member, i) => {
-    const correct = data.labels[predicted[i]] === member.label ? 1 : 0;
-    right += correct;
-    if (copies.has(member.path)) return;
-    kept++;
-    keptRight += correct;
-  });
-  const total = data.test.length;
-  return {
-    sweep: sweep.id,
-    run_key: run.runKey,
-    test_images: total,
-    test_accuracy: round(right / total),
-    left_out: total - kept,
-    test_accuracy_without_copies: kept ? round(keptRight / kept) : null,
-  };
+  return sweep ? leakFreeAccuracy(db, sweep, testCopies(groups)) : null;
 }
 
 const round = (value: number, digits = 4) => Number(value.toFixed(digits));

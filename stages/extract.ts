@@ -6,13 +6,15 @@
  * image once (sharp, p-limit), make every missing view at every size from the decoded
  * pixels, and run the engine (one engine serves all sizes), the next group decoding
  * while the engine works -> commit each group. A kill loses at most the groups in
- * flight; a rerun computes only what is missing.
+ * flight; a rerun computes only what is missing. Each decoded image without a perceptual
+ * hash gets one from the same pixels (for `pipeline audit`), stored with its group.
  */
 import { readFile } from 'node:fs/promises';
 import pLimit from 'p-limit';
 import { startEngine } from '../backbone/engine.js';
 import { PREPROCESSING, type InputSize, type ResizeMode, formatSize } from '../backbone/preprocessing.js';
 import { backboneWeights, readWeightFile } from '../backbone/weights.js';
+import { loadPerceptualHashes, savePerceptualHashes } from '../cache/audit.js';
 import { openDatabase } from '../cache/database.js';
 import {
   type FailureRow,
@@ -28,7 +30,8 @@ import { type Dataset, type DatasetItem, scanDataset } from '../data/dataset.js'
 import { ensureDataset } from '../data/fetch-dataset.js';
 import { sha256 } from '../data/hash.js';
 import { decodeSources, renderInput } from '../data/images.js';
-import { type View, parseViews } from '../data/views.js';
+import { perceptualHash } from '../data/phash.js';
+import { ORIGINAL, type View, parseViews } from '../data/views.js';
 import { type BackendRequest, resolveBackend } from '../backbone/backends.js';
 import { UserError, messageOf } from '../core/errors.js';
 import { type Log, type StartProgress, noProgress, quietLog } from '../core/log.js';
@@ -82,6 +85,8 @@ interface Output {
 interface Work {
   readonly item: HashedItem;
   readonly outputs: readonly Output[];
+  /** The content has no perceptual hash stored yet: make one from the decoded pixels. */
+  readonly needsHash: boolean;
 }
 
 export async function runExtract(options: ExtractOptions): Promise<ExtractSummary> {
@@ -130,9 +135,9 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
     const allOutputs = featureSets.flatMap((set, i) => views.map((view) => ({ set, size: sizes[i], view, done: extractedHashes(db, set.id, view.name) })));
     const missing = (item: HashedItem) => allOutputs.filter((o) => !o.done.has(item.sha256));
     const cached = items.filter((item) => missing(item).length === 0).length;
-    const pending: Work[] = uniqueByContent(items)
-      .map((item) => ({ item, outputs: missing(item) }))
-      .filter((work) => work.outputs.length > 0);
+    const toDecode = uniqueByContent(items).filter((item) => missing(item).length > 0);
+    const hashed = loadPerceptualHashes(db, toDecode.map((item) => item.sha256));
+    const pending: Work[] = toDecode.map((item) => ({ item, outputs: missing(item), needsHash: !hashed.has(item.sha256) }));
     for (const set of featureSets) log(`feature set ${set.id} (${set.height}x${set.width})`);
     log(`${cached} images fully cached, ${pending.length} distinct images to extract (${pending.reduce((n, w) => n + w.outputs.length, 0)} vectors)`);
 
@@ -179,6 +184,7 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
                   aborted = true; // queued groups return at once; committed ones stay
                   throw error;
                 });
+                savePerceptualHashes(db, result.hashes);
                 for (const set of featureSets) {
                   const features = result.features.filter((f) => f.set === set);
                   saveBatch(db, set.id, { features, failures: result.failures.filter((f) => f.set === set) });
@@ -268,7 +274,7 @@ async function extractGroup(
 ) {
   let decoded = 0;
   const rendered = await Promise.all(
-    group.map(({ item, outputs }) =>
+    group.map(({ item, outputs, needsHash }) =>
       decodeLimit(async () => {
         try {
           const bytes = await readFile(item.absolutePath);
@@ -280,7 +286,17 @@ async function extractGroup(
           const sourceOf = new Map(sizes.map((size, i) => [formatSize(size), sources[i]]));
           const inputs: Buffer[] = [];
           for (const o of outputs) inputs.push(await renderInput(sourceOf.get(formatSize(o.size))!, o.view, o.size, options.model.resize));
-          return { work: { item, outputs }, inputs };
+          // The hash is of the original view at the first size extracted, the pixels
+          // decodeImage gives (what the audit hashes for images extracted before this):
+          // usually rendered already, else made from the same decoded source.
+          let phash: string | undefined;
+          if (needsHash) {
+            const size = outputs[0].size;
+            const at = outputs.findIndex((o) => o.view.name === ORIGINAL.name && formatSize(o.size) === formatSize(size));
+            const pixels = at >= 0 ? inputs[at] : await renderInput(sourceOf.get(formatSize(size))!, ORIGINAL, size, options.model.resize);
+            phash = perceptualHash(pixels, size.width, size.height);
+          }
+          return { work: { item, outputs }, inputs, phash };
         } catch (error) {
           return { work: { item, outputs }, error: messageOf(error).split('\n')[0] };
         }
@@ -289,12 +305,14 @@ async function extractGroup(
   );
   const features: { set: FeatureSet; sha256: string; view: string; vector: Float32Array }[] = [];
   const failures: (FailureRow & { set: FeatureSet })[] = [];
+  const hashes: { sha256: string; phash: string }[] = [];
   const bySize = new Map<string, { size: InputSize; jobs: { output: Output; sha256: string; pixels: Buffer }[] }>();
   for (const r of rendered) {
     if ('error' in r) {
       for (const set of new Set(r.work.outputs.map((o) => o.set))) failures.push({ set, sha256: r.work.item.sha256, path: r.work.item.path, error: r.error! });
       continue;
     }
+    if (r.phash !== undefined) hashes.push({ sha256: r.work.item.sha256, phash: r.phash });
     r.work.outputs.forEach((output, i) => {
       const key = formatSize(output.size);
       const entry = bySize.get(key) ?? { size: output.size, jobs: [] };
@@ -310,5 +328,5 @@ async function extractGroup(
       }),
     ),
   );
-  return { features, failures, decoded };
+  return { features, failures, decoded, hashes };
 }

@@ -3,11 +3,14 @@
  * the terminal, JSON and HTML renderings all read. Field names here are the JSON API
  * (documented in README): change them only with the README.
  */
+import { type StoredAudit, latestAudit } from '../cache/audit.js';
 import type { Db } from '../cache/database.js';
-import { type FeatureSet, getFeatureSet, latestExtractRun } from '../cache/features.js';
-import { type StoredRun, type SweepMember, type SweepRow, getSweep, listSweeps, loadRuns, loadSweepMembers } from '../cache/sweeps.js';
+import { type FeatureSet, getFeatureSet, latestExtractRun, listItems } from '../cache/features.js';
+import { type StoredRun, type SweepMember, type SweepRow, getSweep, listSweeps, loadRuns, loadSplit, loadSweepMembers } from '../cache/sweeps.js';
 import type { Split } from '../data/dataset.js';
 import { UserError } from '../core/errors.js';
+import type { AuditResult, LeakFreeAccuracy } from './audit/result.js';
+import { testCopies } from './audit/duplicates.js';
 import type { SweepConfig } from './sweep/config.js';
 import { type Metric, type VariantSummary, rankVariants, varyingParameters } from './sweep/ranking.js';
 
@@ -46,6 +49,18 @@ export interface MisclassifiedImage {
   readonly true_label: string;
   readonly predicted_label: string;
   readonly probabilities: Record<string, number>;
+}
+
+/** An audit as stored by `pipeline audit` (its JSON without audit_id, which is the row's id). */
+export type StoredAuditFindings = StoredAudit<Omit<AuditResult, 'audit_id'>>;
+
+/** The newest audit of the reported sweep's feature set, in short. */
+export interface ReportAudit {
+  readonly audit_id: number;
+  readonly created_at: string;
+  readonly summary: AuditResult['summary'];
+  /** The reported sweep's selected run, with and without test images that have a copy in train/val. */
+  readonly test_accuracy: LeakFreeAccuracy;
 }
 
 export interface ReportFacts {
@@ -96,6 +111,8 @@ export interface ReportFacts {
   };
   readonly variants: VariantFacts[];
   readonly runs: RunFacts[];
+  /** null when the cache holds no audit of the sweep's feature set. */
+  readonly audit: ReportAudit | null;
 }
 
 /** The sweep asked for, or the latest one. */
@@ -134,7 +151,28 @@ export function findRun(results: SweepResults, runKey: string): StoredRun {
   return run;
 }
 
-export function gatherReport(db: Db, sweepRow: SweepRow): ReportFacts {
+/** A stored audit with each point of its map labelled, for the HTML report. */
+export interface AuditForReport {
+  readonly stored: StoredAuditFindings;
+  /** In the map's order (by path); label and split as the feature set lists them now ('?' / null for images gone since). */
+  readonly points: { path: string; x: number; y: number; label: string; split: string | null }[];
+}
+
+/** The newest stored audit of a feature set (`pipeline audit`), if any. */
+export function reportAudit(db: Db, featureSet: string): AuditForReport | undefined {
+  const stored = latestAudit<Omit<AuditResult, 'audit_id'>>(db, featureSet);
+  if (!stored) return undefined;
+  const items = new Map(listItems(db, featureSet).map((item) => [item.path, item]));
+  const split = loadSplit(db, featureSet);
+  const splitOf = new Map<string, string | null>(split.length > 0 ? split.map((row) => [row.path, row.split]) : [...items.values()].map((item) => [item.path, item.split]));
+  return {
+    stored,
+    points: stored.map.map((point) => ({ ...point, label: items.get(point.path)?.label ?? '?', split: splitOf.get(point.path) ?? null })),
+  };
+}
+
+/** `audit` defaults to the newest audit of the sweep's feature set (reportAudit). */
+export function gatherReport(db: Db, sweepRow: SweepRow, audit: AuditForReport | undefined = reportAudit(db, sweepRow.featureSet)): ReportFacts {
   const data = pinnedData(db, sweepRow);
   const results = sweepResults(db, sweepRow);
   const { sweep, featureSet, ranking, runs, metric } = results;
@@ -230,6 +268,44 @@ export function gatherReport(db: Db, sweepRow: SweepRow): ReportFacts {
       macro_f1: r.macroF1,
       train_seconds: r.trainSeconds,
     })),
+    audit: audit
+      ? {
+          audit_id: audit.stored.id,
+          created_at: audit.stored.createdAt,
+          summary: audit.stored.result.summary,
+          test_accuracy: leakFreeAccuracy(db, sweep, testCopies(audit.stored.result.duplicate_groups)),
+        }
+      : null,
+  };
+}
+
+/**
+ * A sweep's selected run (the winner's best seed, as the report shows it) on test, with
+ * and without the test images in `copies`. Its stored test probabilities are in the order
+ * of the sweep's own test members.
+ */
+export function leakFreeAccuracy(db: Db, sweep: SweepRow, copies: ReadonlySet<string>): LeakFreeAccuracy {
+  const run = sweepResults(db, sweep).ranking[0].bestRun;
+  const data = pinnedData(db, sweep);
+  const predicted = argmaxRows(run.testProbabilities, data.labels.length);
+  let right = 0;
+  let kept = 0;
+  let keptRight = 0;
+  data.test.forEach((member, i) => {
+    const correct = data.labels[predicted[i]] === member.label ? 1 : 0;
+    right += correct;
+    if (copies.has(member.path)) return;
+    kept++;
+    keptRight += correct;
+  });
+  const total = data.test.length;
+  return {
+    sweep: sweep.id,
+    run_key: run.runKey,
+    test_images: total,
+    test_accuracy: round(right / total, 4),
+    left_out: total - kept,
+    test_accuracy_without_copies: kept ? round(keptRight / kept, 4) : null,
   };
 }
 

@@ -152,6 +152,7 @@ function makeFacts(options: FixtureOptions = {}): ReportFacts {
     variants: ranked,
     varying_params: [...(dropouts.length > 1 ? ['dropout'] : []), ...(rates.length > 1 ? ['learning_rate'] : [])],
     runs,
+    audit: null,
   };
 }
 

@@ -118,3 +118,15 @@ export function findLeaks(groups: readonly DuplicateGroup[]): Leak[] {
     return splits.length > 1 || labels.length > 1 ? [{ group: index, splits, labels }] : [];
   });
 }
+
+/** Test images with a copy (in their duplicate group) in train or val. */
+export function testCopies(groups: readonly DuplicateGroup[]): Set<string> {
+  const paths = new Set<string>();
+  for (const group of groups) {
+    if (!group.split.some((s) => s === 'train' || s === 'val')) continue;
+    group.paths.forEach((path, i) => {
+      if (group.split[i] === 'test') paths.add(path);
+    });
+  }
+  return paths;
+}

@@ -1,8 +1,9 @@
 /**
- * Perceptual hashes for the audit: read from the cache, and for images that have none yet
- * (extracted before extract stored them), computed once from the files and stored. The
- * pixels are decoded exactly as extract decodes them for the feature set, so the hash is
- * the one extract would have stored.
+ * Perceptual hashes for the audit: `extract` stores one per image from the pixels it
+ * decodes; images extracted before it did have none, and get one here, computed once from
+ * the files and stored. The pixels are decoded exactly as extract decodes them for the
+ * feature set (decodeImage: the original view at the input size), so the hash is the one
+ * extract would have stored.
  */
 import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';

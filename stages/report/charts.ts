@@ -307,6 +307,59 @@ export function perClassSpec(facts: ReportFacts): TopLevelSpec {
 
 let svgCount = 0;
 
+export interface AuditMapPoint {
+  readonly path: string;
+  readonly x: number;
+  readonly y: number;
+  readonly label: string;
+  /** A test image the reported sweep's selected run got wrong. */
+  readonly misclassified: boolean;
+  /** A suspected label error of the audit. */
+  readonly label_issue: boolean;
+}
+
+/** Colours of the map's two overlays (the page's legend repeats them). */
+export const MAP_COLORS = { misclassified: '#dc2626', label_issue: '#111827' } as const;
+
+/**
+ * The audit's 2-D map: one filled point per image coloured by class (layer 0, in the
+ * order given), a red ring around misclassified test images and a black diamond on
+ * suspected label errors. Every mark's description is the image's path: the SVG carries
+ * it as aria-label, which the page's hover script looks up.
+ */
+export function auditMapSpec(points: readonly AuditMapPoint[], labels: readonly string[]): TopLevelSpec {
+  const position = {
+    x: { field: 'x', type: 'quantitative', axis: null, scale: { zero: false, nice: false } },
+    y: { field: 'y', type: 'quantitative', axis: null, scale: { zero: false, nice: false } },
+    description: { field: 'path', type: 'nominal' },
+  } as const;
+  return {
+    config,
+    width: 820,
+    height: 520,
+    data: { values: points.map((p) => ({ ...p })) },
+    layer: [
+      {
+        mark: { type: 'point', filled: true, size: 30, opacity: 0.8 },
+        encoding: {
+          ...position,
+          color: { field: 'label', type: 'nominal', title: 'class', scale: { domain: [...labels], scheme: 'tableau10' } },
+        },
+      },
+      {
+        transform: [{ filter: 'datum.misclassified' }],
+        mark: { type: 'point', shape: 'circle', filled: false, size: 130, strokeWidth: 1.6, color: MAP_COLORS.misclassified },
+        encoding: position,
+      },
+      {
+        transform: [{ filter: 'datum.label_issue' }],
+        mark: { type: 'point', shape: 'diamond', filled: false, size: 110, strokeWidth: 1.3, color: MAP_COLORS.label_issue },
+        encoding: position,
+      },
+    ],
+  } as TopLevelSpec;
+}
+
 /**
  * Compiles a Vega-Lite spec and renders it to an SVG string in Node. The root's namespace
  * attributes are dropped (inline SVG in HTML needs none) and element ids are prefixed, so

@@ -1,19 +1,23 @@
 /**
  * `pipeline report --html FILE`: the facts of a sweep as one self-contained HTML page that
- * opens offline. Plots are Vega-Lite specs rendered to inline SVG here in Node (no script in
- * the page), thumbnails of misclassified test images are embedded as JPEG data URIs, and all
- * CSS is inline. Every text taken from the facts is escaped (paths and labels can hold < or &).
+ * opens offline. Plots are Vega-Lite specs rendered to inline SVG here in Node, thumbnails
+ * of misclassified test images are embedded as JPEG data URIs, and all CSS is inline. The
+ * page has no script, except with an audit: its map shows a thumbnail under the mouse
+ * with a few inline lines reading the thumbnails from embedded JSON. Every text taken from
+ * the facts is escaped (paths and labels can hold < or &).
  */
 import { join } from 'node:path';
 import pLimit from 'p-limit';
 import sharp from 'sharp';
-import type { MisclassifiedImage, ReportFacts, VariantFacts } from '../report.js';
-import { COLORS, confusionSpec, curvesSpec, heatmapSpec, perClassSpec, renderSvg } from './charts.js';
+import type { AuditForReport, MisclassifiedImage, ReportFacts, VariantFacts } from '../report.js';
+import { COLORS, MAP_COLORS, auditMapSpec, confusionSpec, curvesSpec, heatmapSpec, perClassSpec, renderSvg } from './charts.js';
 import type { TopLevelSpec } from 'vega-lite';
 
 export interface HtmlOptions {
   /** Folder the image paths are relative to (the dataset root); null shows placeholders. */
   readonly imageRoot: string | null;
+  /** The audit `facts.audit` summarises (report.ts reportAudit): drawn as the "Audit" section. */
+  readonly audit?: AuditForReport;
 }
 
 /** Misclassified images embedded at most; the most confident mistakes come first. */
@@ -26,12 +30,13 @@ const THUMB = 160;
 
 export async function renderHtml(facts: ReportFacts, options: HtmlOptions): Promise<string> {
   const { sweep, best } = facts;
-  const [heatmap, curves, confusion, perClass, gallery] = await Promise.all([
+  const [heatmap, curves, confusion, perClass, gallery, audit] = await Promise.all([
     plot(heatmapSpec, facts),
     plot(curvesSpec, facts),
     plot(confusionSpec, facts),
     plot(perClassSpec, facts),
     galleryHtml(best.misclassified, options.imageRoot),
+    facts.audit && options.audit ? auditHtml(facts, options.audit, options.imageRoot) : Promise.resolve(''),
   ]);
   const varying = facts.varying_params;
   const title = `Sweep ${sweep.id} report`;
@@ -60,6 +65,7 @@ export async function renderHtml(facts: ReportFacts, options: HtmlOptions): Prom
     figure('per-class', 'Per-class precision, recall and F1 (test set)', 'Support (test images of the class) in parentheses.', perClass),
     `</div>`,
     gallery,
+    audit,
     variantsHtml(facts, varying),
     factsHtml(facts),
     runsHtml(facts),
@@ -309,21 +315,210 @@ interface Thumbnail {
   readonly height: number;
 }
 
-/** A ~160 px JPEG of the image, or null when there is no root or the file cannot be read. */
-async function thumbnail(imageRoot: string | null, path: string): Promise<Thumbnail | null> {
+/** A ~160 px JPEG of the image (`side` px), or null when there is no root or the file cannot be read. */
+async function thumbnail(imageRoot: string | null, path: string, side = THUMB, quality = 80): Promise<Thumbnail | null> {
   if (imageRoot === null) return null;
   try {
     const { data, info } = await sharp(join(imageRoot, path), { failOn: 'none' })
       .rotate()
-      .resize({ width: THUMB, height: THUMB, fit: 'inside' })
+      .resize({ width: side, height: side, fit: 'inside' })
       .flatten({ background: '#ffffff' })
-      .jpeg({ quality: 80 })
+      .jpeg({ quality })
       .toBuffer({ resolveWithObject: true });
     return { base64: data.toString('base64'), width: info.width, height: info.height };
   } catch {
     return null;
   }
 }
+
+/** Duplicate groups and suspected label errors shown with thumbnails, at most. */
+export const AUDIT_GROUPS_LIMIT = 24;
+export const AUDIT_ISSUES_LIMIT = 24;
+/** Images shown per duplicate group, and leaks listed in the table, at most. */
+const GROUP_IMAGES_LIMIT = 8;
+const LEAKS_LIMIT = 100;
+/** The map's hover thumbnails: one per image, small (about 2-4 KB each) so big datasets stay openable. */
+const MAP_THUMB = 96;
+
+/**
+ * The "Audit" section: the stored audit's counts, the reported sweep's test accuracy with
+ * and without test images that have a copy in train/val, duplicate groups (leaks first) and
+ * the top suspected label errors with thumbnails, the leaks, and the map.
+ */
+async function auditHtml(facts: ReportFacts, audit: AuditForReport, imageRoot: string | null): Promise<string> {
+  const { result } = audit.stored;
+  const summary = result.summary;
+  const accuracy = facts.audit!.test_accuracy;
+  const groups = result.duplicate_groups;
+  const leakOf = new Map(result.leaks.map((leak) => [leak.group, leak]));
+  const severity = (g: number) => {
+    const leak = leakOf.get(g);
+    return leak && leak.labels.length > 1 ? 0 : leak && leak.splits.length > 1 ? 1 : 2;
+  };
+  const shownGroups = groups
+    .map((_, g) => g)
+    .sort((a, b) => severity(a) - severity(b) || groups[b].paths.length - groups[a].paths.length || a - b)
+    .slice(0, AUDIT_GROUPS_LIMIT);
+  const shownIssues = result.label_issues.slice(0, AUDIT_ISSUES_LIMIT);
+
+  const misclassified = new Set(facts.best.misclassified.map((m) => m.path));
+  const issues = new Set(result.label_issues.map((issue) => issue.path));
+  const points = audit.points.map((p) => ({
+    path: p.path,
+    x: p.x,
+    y: p.y,
+    label: p.label,
+    split: p.split,
+    misclassified: misclassified.has(p.path),
+    label_issue: issues.has(p.path),
+  }));
+  const wanted = new Set([
+    ...points.map((p) => p.path),
+    ...shownGroups.flatMap((g) => groups[g].paths.slice(0, GROUP_IMAGES_LIMIT)),
+    ...shownIssues.map((issue) => issue.path),
+  ]);
+  const limit = pLimit(4);
+  const thumbs = new Map(await Promise.all([...wanted].map((path) => limit(async () => [path, await thumbnail(imageRoot, path, MAP_THUMB, 70)] as const))));
+  const map = await plot(() => auditMapSpec(points, result.labels), facts);
+
+  const stat = (value: string | number, label: string) => `<div class="stat"><div class="value">${esc(value)}</div><div class="label">${label}</div></div>`;
+  const stats = [
+    stat(summary.images, 'images audited'),
+    stat(summary.duplicate_groups, `duplicate groups<br>(${esc(summary.exact_groups)} exact, ${esc(summary.near_groups)} near; ${esc(summary.images_in_groups)} images)`),
+    stat(summary.cross_split_groups, 'groups across splits'),
+    stat(summary.cross_class_groups, 'groups across classes'),
+    stat(summary.test_images_with_copy_in_train_val, 'test images with a copy<br>in train or val'),
+    stat(summary.label_issues, 'suspected label errors'),
+    stat(summary.outliers, 'outliers listed'),
+    stat(pct(summary.oos_accuracy, 1), 'k-fold accuracy<br>(out of sample)'),
+  ].join('\n');
+  const leakFree =
+    accuracy.left_out === 0
+      ? `No test image of sweep ${esc(accuracy.sweep)} has a copy in train or val: its selected run's test accuracy, ${pct(accuracy.test_accuracy, 2)}, stands as it is.`
+      : `Selected run of sweep ${esc(accuracy.sweep)}: test accuracy <b>${pct(accuracy.test_accuracy, 2)}</b> on ${esc(accuracy.test_images)} test images; ` +
+        `<b>${accuracy.test_accuracy_without_copies === null ? '–' : pct(accuracy.test_accuracy_without_copies, 2)}</b> without the ${esc(accuracy.left_out)} ` +
+        `that have a copy in train or val.`;
+
+  const image = (path: string) => {
+    const thumb = thumbs.get(path);
+    return thumb
+      ? `<img src="data:image/jpeg;base64,${thumb.base64}" width="${thumb.width}" height="${thumb.height}" alt="${esc(path)}">`
+      : `<div class="placeholder" role="img" aria-label="${esc(path)}"><span>${esc(path)}</span></div>`;
+  };
+  const groupCards = shownGroups
+    .map((g) => {
+      const group = groups[g];
+      const leak = leakOf.get(g);
+      const splits = [...new Set(group.split.map((split) => split ?? 'no split'))];
+      const tags = [
+        leak && leak.labels.length > 1 ? '<span class="tag bad">across classes</span>' : '',
+        leak && leak.splits.length > 1 ? '<span class="tag warn">across splits</span>' : '',
+      ].join('');
+      const images = group.paths
+        .slice(0, GROUP_IMAGES_LIMIT)
+        .map(
+          (path, i) =>
+            `<figure class="mini" data-path="${esc(path)}"><div class="thumb small">${image(path)}</div>` +
+            `<figcaption><b>${esc(group.labels[i])}</b> · ${esc(group.split[i] ?? 'no split')}<div class="path" title="${esc(path)}">${esc(path)}</div></figcaption></figure>`,
+        )
+        .join('');
+      const more = group.paths.length > GROUP_IMAGES_LIMIT ? `<span class="muted small">+${group.paths.length - GROUP_IMAGES_LIMIT} more</span>` : '';
+      return `<div class="dup" data-group="${g}" data-kind="${esc(group.kind)}">
+<div class="dup-head"><span class="muted">group ${g + 1}</span> · <b>${esc(group.kind)}</b> · ${group.paths.length} images · ${esc(splits.join(', '))} · ${esc([...new Set(group.labels)].join(', '))} ${tags}</div>
+<div class="dup-images">${images}${more}</div>
+</div>`;
+    })
+    .join('\n');
+  const issueCards = shownIssues
+    .map(
+      (issue) => `<figure class="shot issue" data-path="${esc(issue.path)}">
+<div class="thumb">${image(issue.path)}</div>
+<figcaption>
+<div class="verdict"><span class="truth">given <b>${esc(issue.given_label)}</b></span><span class="pred">suggested <b>${esc(issue.suggested_label)}</b></span></div>
+<div class="small-score">score ${num(issue.score, 3)}</div>
+<div class="path" title="${esc(issue.path)}">${esc(issue.path)}</div>
+</figcaption>
+</figure>`,
+    )
+    .join('\n');
+  const leakRows = result.leaks
+    .slice(0, LEAKS_LIMIT)
+    .map(
+      (leak) =>
+        `<tr><td>${esc(leak.group + 1)}</td><td class="left">${esc(leak.splits.join(', '))}</td><td class="left">${esc(leak.labels.join(', '))}</td>` +
+        `<td class="left">${groups[leak.group].paths.map((path) => `<code>${esc(path)}</code>`).join(' ')}</td></tr>`,
+    )
+    .join('\n');
+
+  // Hover data: path -> [thumbnail data URI or '', one line about the image]. `<` is
+  // escaped so that no path can close the script element.
+  const hover = Object.fromEntries(
+    points.map((p) => {
+      const thumb = thumbs.get(p.path);
+      const notes = [p.label, p.split ?? 'no split', p.misclassified ? 'misclassified test image' : '', p.label_issue ? 'suspected label error' : ''];
+      return [p.path, [thumb ? `data:image/jpeg;base64,${thumb.base64}` : '', notes.filter(Boolean).join(' · ')]];
+    }),
+  );
+  const hoverJson = JSON.stringify(hover).replace(/</g, '\\u003c');
+
+  return `<section class="card" id="audit" data-audit="${esc(audit.stored.id)}">
+<h2>Audit <span class="rank">audit ${esc(audit.stored.id)} · ${esc(timestamp(audit.stored.createdAt))} · pipeline audit</span></h2>
+<div class="stats">${stats}</div>
+<p class="leakfree">${leakFree}</p>
+<figure class="plot" id="audit-map" data-plot="audit-map">
+<figcaption><h3>Map of the data</h3><p class="note">UMAP of the cached features: one point per image, coloured by class;
+<span style="color:${MAP_COLORS.misclassified}">○ ring</span>: test image the selected run of sweep ${esc(facts.sweep.id)} got wrong (${misclassified.size});
+<span style="color:${MAP_COLORS.label_issue}">◇ diamond</span>: suspected label error (${issues.size}). Hover a point to see the image.</p></figcaption>
+<div class="chart">${map}</div>
+<div class="map-tip" id="audit-tip" hidden><img alt=""><div class="tip-path"></div><div class="tip-info"></div></div>
+</figure>
+<h3 class="sub-h">Duplicate groups</h3>
+<p class="note">${
+    groups.length === 0
+      ? 'No duplicates found.'
+      : `${groups.length} group${groups.length === 1 ? '' : 's'}` +
+        (groups.length > shownGroups.length ? `; the ${shownGroups.length} shown put copies across classes first, then across splits, then the largest.` : ', copies across classes first, then across splits.')
+  }</p>
+${groupCards ? `<div class="dups">${groupCards}</div>` : ''}
+<h3 class="sub-h">Leaks</h3>
+${
+  result.leaks.length
+    ? `<div class="scroll"><table class="num leaks"><thead><tr><th>group</th><th class="left">splits</th><th class="left">labels</th><th class="left">paths</th></tr></thead><tbody>${leakRows}</tbody></table></div>` +
+      (result.leaks.length > LEAKS_LIMIT ? `<p class="note">${result.leaks.length - LEAKS_LIMIT} more in pipeline audit --json.</p>` : '')
+    : '<p class="note">No duplicate group spans two splits or two classes.</p>'
+}
+<h3 class="sub-h">Suspected label errors</h3>
+<p class="note">${
+    result.label_issues.length === 0
+      ? 'None: every image\'s out-of-sample prediction agrees with its label.'
+      : `${result.label_issues.length} images whose given label the k-fold heads doubt (confident learning); the ${shownIssues.length} most suspect, with the label they suggest. Score: out-of-sample probability of the given label.`
+  }</p>
+${issueCards ? `<div class="gallery">${issueCards}</div>` : ''}
+<script type="application/json" id="audit-hover">${hoverJson}</script>
+<script>${MAP_SCRIPT}</script>
+</section>`;
+}
+
+/** Shows the image under the mouse on the map: marks carry their path as aria-label (charts.ts auditMapSpec). */
+const MAP_SCRIPT = `(() => {
+  const hover = JSON.parse(document.getElementById('audit-hover').textContent);
+  const chart = document.querySelector('#audit-map .chart');
+  const tip = document.getElementById('audit-tip');
+  const img = tip.querySelector('img');
+  chart.addEventListener('mousemove', (event) => {
+    const mark = event.target instanceof Element ? event.target.closest('path[aria-label]') : null;
+    const path = mark ? mark.getAttribute('aria-label') : null;
+    const entry = path !== null && Object.prototype.hasOwnProperty.call(hover, path) ? hover[path] : null;
+    if (!entry) { tip.hidden = true; return; }
+    if (entry[0]) { if (img.getAttribute('src') !== entry[0]) img.src = entry[0]; img.hidden = false; } else img.hidden = true;
+    tip.querySelector('.tip-path').textContent = path;
+    tip.querySelector('.tip-info').textContent = entry[1];
+    tip.hidden = false;
+    tip.style.left = Math.max(4, Math.min(event.clientX + 14, innerWidth - tip.offsetWidth - 8)) + 'px';
+    tip.style.top = Math.max(4, Math.min(event.clientY + 14, innerHeight - tip.offsetHeight - 8)) + 'px';
+  });
+  chart.addEventListener('mouseleave', () => { tip.hidden = true; });
+})();`;
 
 const CSS = `
 :root { --text: #1f2933; --muted: #616e7c; --line: #e4e7eb; --bg: #f5f7fa; --card: #fff; --accent: #f59e0b;
@@ -397,5 +592,25 @@ dl { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margi
 dt { color: var(--muted); }
 dd { margin: 0; overflow-wrap: anywhere; }
 footer { color: var(--muted); font-size: 12px; text-align: center; margin-top: 20px; }
+.sub-h { margin: 18px 0 4px; }
+.leakfree { margin: 12px 0 4px; }
+#audit-map { margin-top: 14px; }
+.map-tip { position: fixed; z-index: 10; pointer-events: none; background: #fff; border: 1px solid #9aa5b1; border-radius: 6px;
+  padding: 6px; box-shadow: 0 4px 14px rgba(15, 23, 42, .18); max-width: 240px; font-size: 11px; }
+.map-tip[hidden] { display: none; }
+.map-tip img { display: block; max-width: ${MAP_THUMB}px; max-height: ${MAP_THUMB}px; margin-bottom: 4px; }
+.tip-path { font-weight: 600; overflow-wrap: anywhere; }
+.tip-info { color: var(--muted); }
+.dups { display: flex; flex-direction: column; gap: 10px; margin-top: 8px; }
+.dup { border: 1px solid var(--line); border-radius: 8px; padding: 8px; background: #fafbfc; }
+.dup-head { font-size: 12px; margin-bottom: 6px; }
+.dup-images { display: flex; flex-wrap: wrap; gap: 8px; align-items: flex-end; }
+.mini { width: 112px; font-size: 11px; }
+.thumb.small { height: ${MAP_THUMB}px; }
+.tag { font-size: 11px; border-radius: 999px; padding: 1px 8px; margin-left: 4px; }
+.tag.bad { background: #fee2e2; color: #991b1b; }
+.tag.warn { background: #fef3c7; color: #92400e; }
+.small-score { font-size: 11px; color: var(--muted); }
+table.leaks td.left { white-space: normal; }
 @media print { body { background: white; } .card { box-shadow: none; break-inside: avoid; } }
 `;

@@ -32,6 +32,22 @@ export function reportText(facts: ReportFacts, top = 10): string {
     confusionTable(facts.labels, best.confusion),
     '',
     `${best.misclassified.length} test images misclassified (pipeline report --html FILE shows them)`,
+    ...auditLines(facts),
   ];
   return lines.join('\n');
+}
+
+/** One line on the feature set's newest audit, when there is one. */
+function auditLines(facts: ReportFacts): string[] {
+  const audit = facts.audit;
+  if (!audit) return [];
+  const { summary, test_accuracy: accuracy } = audit;
+  const withoutCopies =
+    accuracy.left_out === 0 || accuracy.test_accuracy_without_copies === null
+      ? 'no test image has a copy in train/val'
+      : `test accuracy ${percent(accuracy.test_accuracy_without_copies)} without the ${accuracy.left_out} test images that have a copy in train/val`;
+  return [
+    `audit ${audit.audit_id}: ${summary.duplicate_groups} duplicate groups (${summary.cross_split_groups} across splits, ${summary.cross_class_groups} across classes), ` +
+      `${summary.label_issues} suspected label errors; ${withoutCopies} (pipeline audit lists them)`,
+  ];
 }

@@ -164,3 +164,25 @@ export function buildClassifierOnnx(weights: NetworkWeights, spec: ClassifierSpe
     ...OPSET_18,
   });
 }
+
+/** An ONNX Runtime session of a model from buildClassifierOnnx. */
+export interface OnnxClassifierSession {
+  /** Class probabilities of one decoded RGB image (row-major, 3 bytes per pixel). */
+  classify(image: { readonly data: Uint8Array; readonly width: number; readonly height: number }): Promise<Float32Array>;
+  release(): Promise<void>;
+}
+
+/** Opens a session on the model's bytes (CPU execution provider); throws ORT's error when they are not a valid model. */
+export async function openClassifierSession(model: Uint8Array): Promise<OnnxClassifierSession> {
+  const ort = await import('onnxruntime-node');
+  const session = await ort.InferenceSession.create(model);
+  return {
+    async classify(image) {
+      const input = new ort.Tensor('uint8', image.data, [image.height, image.width, 3]);
+      const outputs = await session.run({ [CLASSIFIER_INPUT]: input });
+      const output = outputs[CLASSIFIER_OUTPUT];
+      return Float32Array.from(output.data as Float32Array);
+    },
+    release: () => session.release(),
+  };
+}

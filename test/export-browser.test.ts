@@ -8,9 +8,8 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { activateBackend } from '../backbone/backends.js';
 import { exportModel } from '../stages/export.js';
-import { loadExportedModel } from '../stages/predict.js';
 import { launchChromium, testWithChromium } from './helpers/browser.js';
-import { makeExportFixture } from './helpers/export-fixture.js';
+import { makeExportFixture, loadTfjsExport } from './helpers/export-fixture.js';
 import { type Route, faultServer } from './helpers/http-server.js';
 import { tempDir } from './helpers/shared.js';
 
@@ -29,7 +28,7 @@ testWithChromium('an exported model loads with tf.loadLayersModel in Chromium an
   fixture.db.close();
   const { height, width } = fixture.size;
 
-  const loaded = await loadExportedModel(out);
+  const loaded = await loadTfjsExport(out);
   const input = tf.tensor4d(pattern(height, width), [1, height, width, 3]);
   const output = loaded.model.predict(input) as tf.Tensor;
   const inNode = Array.from(await output.data());

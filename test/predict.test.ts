@@ -11,8 +11,8 @@ import * as tf from '@tensorflow/tfjs';
 import { decodeImage } from '../data/images.js';
 import { UserError } from '../core/errors.js';
 import { exportModel } from '../stages/export.js';
-import { type FilePrediction, loadExportedModel, predictFiles, topK } from '../stages/predict.js';
-import { FIXTURE_CLASSES, type ExportFixture, makeExportFixture } from './helpers/export-fixture.js';
+import { type FilePrediction, predictFiles, topK } from '../stages/predict.js';
+import { FIXTURE_CLASSES, type ExportFixture, makeExportFixture, loadTfjsExport } from './helpers/export-fixture.js';
 import { classTint, encode, pixels, writeImage } from './helpers/images.js';
 import { fileTempDir, tempDir } from './helpers/shared.js';
 
@@ -54,9 +54,9 @@ test.after.always(async () => {
 
 /** The exported model's own output for one file, as the reference for predict's top class. */
 async function modelOutput(file: string): Promise<Float32Array> {
-  const loaded = await loadExportedModel(modelDir);
+  const loaded = await loadTfjsExport(modelDir);
   try {
-    const { height, width } = loaded.metadata.input;
+    const { height, width } = loaded.recipe.sizes[0];
     const data = await decodeImage(readFileSync(file), { height, width }, loaded.metadata.resize);
     const output = tf.tidy(() => loaded.model.predict(tf.tensor4d(Float32Array.from(data), [1, height, width, 3])) as tf.Tensor);
     const values = (await output.data()) as Float32Array;

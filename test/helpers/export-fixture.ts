@@ -12,6 +12,7 @@ import { type Db, openDatabase } from '../../cache/database.js';
 import { ensureFeatureSet } from '../../cache/features.js';
 import { type NamedArray, type StoredRun, createSweep, finishSweep, saveRun } from '../../cache/sweeps.js';
 import { rng, writeRandomModel } from './random-model.js';
+import { loadExportedModel } from '../../stages/predict.js';
 
 export const FIXTURE_CLASSES = ['cardboard', 'glass', 'metal'] as const;
 export const FIXTURE_FEATURE_SET = 'fs-export-test';
@@ -155,4 +156,11 @@ export function headProbabilities(features: Float32Array, dim: number, weights: 
     out.push(exps.map((v) => v / sum));
   }
   return out;
+}
+
+/** An export folder that must hold a TF.js model, loaded. */
+export async function loadTfjsExport(dir: string) {
+  const loaded = await loadExportedModel(dir);
+  if (loaded.runtime !== 'tfjs') throw new Error(`${dir} holds a ${loaded.runtime} export, expected tfjs`);
+  return loaded;
 }

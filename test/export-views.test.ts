@@ -6,7 +6,7 @@
  * probabilities. On a generated dataset with a random tiny backbone, and on a TrashNet
  * slice with the real MobileNetV2 1.0 when ../shared exists.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import type { InputSize } from '../backbone/preprocessing.js';
@@ -200,6 +200,12 @@ test.serial('CLI: export --format onnx writes one model.onnx; predict --model ru
   t.true(metadata.views_in_model);
   t.deepEqual(metadata.inputs, [{ name: 'image', height: null, width: null, channels: 3, layout: 'HWC', dtype: 'uint8', range: [0, 255] }]);
   t.deepEqual(metadata.output, { name: 'probabilities', activation: 'softmax', classes: 3 });
+
+  // A file that cannot be decoded gets its own error beside the others' predictions (exit 3), as with a TF.js export.
+  writeFileSync(join(dir, 'broken.jpg'), 'not an image');
+  const broken = await runPipeline(dir, ['predict', files[0], 'broken.jpg', '--model', join('cli-onnx', 'model.onnx'), '--json']);
+  t.is(broken.code, 3, broken.stderr);
+  t.deepEqual((JSON.parse(broken.stdout) as { predictions: { ok: boolean }[] }).predictions.map((p) => p.ok), [true, false]);
 
   const tfjs = await probabilities('cli-tfjs');
   const onnx = await probabilities('cli-onnx');

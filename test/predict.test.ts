@@ -3,7 +3,7 @@
  * softmax), bad ones (corrupt, text, empty, missing, a folder) get an error each without
  * stopping the rest, results keep the input order, and no tensor is leaked.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import test from 'ava';
@@ -137,6 +137,31 @@ test.serial('a missing or non-export model folder is a UserError', async (t) => 
   // model.json itself is accepted in place of its folder.
   const result = await predictFiles(good.slice(0, 1), join(modelDir, 'model.json'));
   t.true(result.predictions[0].ok);
+});
+
+test.serial('an export of format version 1 (one size, no views) still predicts the same; bad sizes or views in metadata.json are UserErrors', async (t) => {
+  const dir = tempDir(t);
+  const metadata = JSON.parse(readFileSync(join(modelDir, 'metadata.json'), 'utf8'));
+  const { model, sizes, views, views_in_model: _inModel, inputs, standardize, ...common } = metadata;
+  t.deepEqual([model.runtime, sizes, views, standardize], ['tfjs', ['64x64'], ['original'], null]);
+  const v1 = { ...common, format_version: 1, input: { ...inputs[0], name: undefined } };
+  for (const file of readdirSync(modelDir)) copyFileSync(join(modelDir, file), join(dir, file));
+  writeFileSync(join(dir, 'metadata.json'), JSON.stringify(v1));
+  const now = await predictFiles(good, modelDir, { top: 3 });
+  const old = await predictFiles(good, dir, { top: 3 });
+  t.deepEqual(old.predictions, now.predictions);
+
+  for (const [field, value, message] of [
+    ['sizes', ['64x64', 'huge'], /metadata\.json sizes: "huge" is not HxW/],
+    ['views', ['original', 'sideways'], /metadata\.json views: unknown view "sideways"/],
+    ['model', { runtime: 'pytorch' }, /metadata\.json model\.runtime: expected tfjs or onnx/],
+  ] as const) {
+    writeFileSync(join(dir, 'metadata.json'), JSON.stringify({ ...metadata, [field]: value }));
+    await t.throwsAsync(predictFiles(good, dir), { instanceOf: UserError, message }, field);
+  }
+  // Sizes that disagree with the model's inputs.
+  writeFileSync(join(dir, 'metadata.json'), JSON.stringify({ ...metadata, sizes: ['64x64', '32x32'] }));
+  await t.throwsAsync(predictFiles(good, dir), { instanceOf: UserError, message: /disagrees with metadata\.json \(sizes 64x64, 32x32/ });
 });
 
 test('topK orders by probability, ties by class index', (t) => {

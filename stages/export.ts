@@ -26,7 +26,7 @@ import { tf } from '../core/tfjs.js';
 import { type HeadWeights, buildLayersModel, headFromArrays } from '../backbone/layers-model.js';
 import { type InputSize, PREPROCESSING, type ResizeMode, formatSize, parseSize } from '../backbone/preprocessing.js';
 import { type BackboneWeights, backboneWeights, readWeightFile } from '../backbone/weights.js';
-import { VIEW_NAMES, type ViewName } from '../backbone/classifier-spec.js';
+import type { ViewName } from '../backbone/classifier-spec.js';
 import { buildClassifierOnnx, CLASSIFIER_INPUT, CLASSIFIER_OUTPUT } from '../backbone/onnx-classifier.js';
 import type { Db } from '../cache/database.js';
 import type { FeatureSet } from '../cache/features.js';
@@ -310,10 +310,6 @@ async function tfjsFiles(backbone: BackboneWeights, recipe: RunRecipe, metadata:
 }
 
 function onnxFiles(backbone: BackboneWeights, recipe: RunRecipe, resize: ResizeMode, metadata: ExportMetadata): Record<string, Buffer> {
-  const unsupported = recipe.views.filter((view) => !(VIEW_NAMES as readonly string[]).includes(view));
-  if (unsupported.length > 0) {
-    throw new UserError(`--format onnx: the run's view ${unsupported[0]} has no ONNX form (views: ${VIEW_NAMES.join(', ')}); export it with --format tfjs`);
-  }
   const model = buildClassifierOnnx(backbone, {
     labels: metadata.labels,
     sizes: recipe.sizes,

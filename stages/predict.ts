@@ -53,7 +53,7 @@ export type FilePrediction =
 export interface PredictOptions {
   /** Classes listed per file, best first (default 3, at most the number of classes). */
   readonly top?: number;
-  /** Files per model call (default 16; each brings one row per view). */
+  /** Image rows per model call (default 16): a file brings one row per view, so a call takes max(1, floor(16 / views)) files. */
   readonly batchSize?: number;
   /** tfjs backend for a TF.js export (default wasm). */
   readonly backend?: 'wasm' | 'cpu';
@@ -219,7 +219,8 @@ export async function predictWith(loaded: LoadedModel, files: readonly string[],
   const { recipe } = loaded;
   const classes = recipe.labels.length;
   const top = Math.max(1, Math.min(classes, Math.floor(options.top ?? 3)));
-  const batchSize = Math.max(1, Math.floor(options.batchSize ?? 16));
+  // Rows, not files, bound the backbone's activations (64 rows at 448x597 would need gigabytes).
+  const batchSize = Math.max(1, Math.floor(Math.max(1, Math.floor(options.batchSize ?? 16)) / recipe.views.length));
   const results: FilePrediction[] = new Array(files.length);
 
   for (let start = 0; start < files.length; start += batchSize) {

@@ -69,7 +69,8 @@ const argmax = (p: ArrayLike<number>) => Array.prototype.indexOf.call(p, Math.ma
 async function predictTest(s: Setup, modelDir: string): Promise<Float32Array[]> {
   const files = s.stored.test.map((m) => join(s.root, m.path));
   const byFile = new Map<string, Float32Array>();
-  const result = await predictFiles(files, modelDir, { batchSize: 3, onProbabilities: (file, p) => byFile.set(file, p) });
+  // 6 rows: 3 files of 2 views per model call, so rows of different files share a call.
+  const result = await predictFiles(files, modelDir, { batchSize: 6, onProbabilities: (file, p) => byFile.set(file, p) });
   for (const p of result.predictions) if (!p.ok) throw new Error(`${p.file}: ${p.error}`);
   return files.map((file) => byFile.get(file)!);
 }

@@ -29,7 +29,7 @@ import { type ViewsRun, storeViewsRun } from './helpers/views-run.js';
 const temp = fileTempDir('pipeline-export-views-');
 test.after.always(() => temp.remove());
 
-/** What the issue asks of export + predict against the sweep's stored test probabilities. */
+/** The bound export + predict must hold against the sweep's stored test probabilities. */
 const STORED_TOLERANCE = 1e-4;
 
 interface Setup {

@@ -10,11 +10,16 @@
  * probabilities are the mean over views of the head's softmax output.
  */
 import { UserError } from '../core/errors.js';
+import { parseView } from '../data/views.js';
 import { type InputSize, type ResizeMode, RESIZE_MODES, formatSize } from './preprocessing.js';
 
-/** Test-time views; rotations are clockwise, so rot90 turns a 512x384 (W x H) photo into 384x512. */
+/**
+ * Test-time views; rotations are clockwise, so rot90 turns a 512x384 (W x H) photo into
+ * 384x512. Crops `crop:F:POS` (data/views.ts) are views too: the F-fraction window of the
+ * decoded image at POS.
+ */
 export const VIEW_NAMES = ['original', 'hflip', 'vflip', 'rot90', 'rot180', 'rot270'] as const;
-export type ViewName = (typeof VIEW_NAMES)[number];
+export type ViewName = (typeof VIEW_NAMES)[number] | `crop:${string}`;
 
 /** One Dense layer, Keras layout: kernel [inputs, units] row-major. */
 export interface DenseLayer {
@@ -64,7 +69,9 @@ export function checkClassifierSpec(spec: ClassifierSpec, featureDim: number): v
   if (!RESIZE_MODES.includes(spec.resize)) fail(`resize: "${spec.resize}" is not one of ${RESIZE_MODES.join(', ')}`);
   if (spec.views.length === 0) fail('views: expected at least one view');
   for (const view of spec.views) {
-    if (!VIEW_NAMES.includes(view)) fail(`views: "${view}" is not one of ${VIEW_NAMES.join(', ')}`);
+    const parsed = parseView(view);
+    if (typeof parsed === 'string') fail(`views: ${parsed}`);
+    else if (parsed.name !== view) fail(`views: "${view}" is written "${parsed.name}"`);
   }
   if (new Set(spec.views).size !== spec.views.length) fail(`views: ${spec.views.join(', ')} repeats a view`);
 

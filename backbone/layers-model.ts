@@ -9,6 +9,9 @@
  *      -> ReLU(max_value 6) where the layer has one  (Keras names: Conv1_relu ... out_relu)
  *   -> Add where a block is residual                 (block_N_add)
  *   -> GlobalAveragePooling2D
+ *   [several sizes: one input per size (input_1, input_2, ...), every size through the
+ *    same backbone layers (shared weights, stored once), pooled features concatenated]
+ *   [standardisation: (x - mean) / std as a BatchNormalization layer named `standardize`]
  *   -> head: Dropout -> Dense softmax, or Dropout -> Dense relu -> Dropout -> Dense softmax
  *      (layer names as the run stored them: dense, dense_1)
  *
@@ -91,11 +94,23 @@ export function headFromArrays(arrays: readonly HeadArray[], featureDim: number,
 export interface LayersModelSpec {
   readonly arch: Architecture;
   readonly layers: ReadonlyMap<string, ConvWeights>;
-  readonly size: InputSize;
-  /** Without a head the model outputs the pooled features [batch, featureDim]. */
+  /** One input size, or several: one model input each, features concatenated in this order. */
+  readonly size: InputSize | readonly InputSize[];
+  /** Train mean and std of the (concatenated) features, applied before the head. */
+  readonly standardize?: { readonly mean: Float32Array; readonly std: Float32Array } | null;
+  /** Without a head the model outputs the pooled (concatenated) features [batch, featureDim * sizes]. */
   readonly head?: HeadWeights;
   readonly name?: string;
 }
+
+/**
+ * BatchNormalization at inference is (x - movingMean) * gamma / sqrt(movingVariance + epsilon) + beta.
+ * With movingVariance = 1 - 2^-10 and epsilon = 2^-10 (both exact in float32, summing to exactly 1)
+ * and gamma = 1 / std it is (x - mean) / std up to one rounding, with layers every TF.js and Keras
+ * runtime knows. Folding the division into the first Dense kernel instead would lose digits for
+ * features whose std is tiny (W / std and mean * W / std nearly cancel).
+ */
+const STANDARDIZE_EPSILON = 2 ** -10;
 
 /** The Keras name of the ReLU6 after a conv: `Conv1_relu`, `block_3_expand_relu`, ..., `out_relu`. */
 const reluName = (arch: Architecture, layer: ConvLayer) => (layer === arch.head ? 'out_relu' : `${layer.name}_relu`);
@@ -108,53 +123,85 @@ const addName = (projectName: string) => `${projectName.replace(/_project$/, '')
  * weight variables). Throws if a layer's weights are missing or shaped unlike the architecture.
  */
 export function buildLayersModel(spec: LayersModelSpec): tf.LayersModel {
-  const { arch, size, head } = spec;
+  const { arch, head } = spec;
+  const sizes: readonly InputSize[] = 'height' in spec.size ? [spec.size] : spec.size;
+  if (sizes.length === 0) throw new Error('buildLayersModel: no input size');
   const weightsOf = new Map<tf.layers.Layer, { layer: ConvLayer }>();
   const denseWeights = new Map<tf.layers.Layer, DenseWeights>();
-
-  const input = tf.input({ shape: [size.height, size.width, 3], dtype: 'float32', name: 'input_1' });
-  let x = tf.layers
-    .rescaling({ scale: 1 / PREPROCESSING.scale, offset: -PREPROCESSING.offset, name: 'rescaling' })
-    .apply(input) as tf.SymbolicTensor;
+  // Every size runs through the same layer objects: Keras' shared layers, one set of weights.
+  const shared = new Map<string, tf.layers.Layer>();
+  const once = <T extends tf.layers.Layer>(name: string, make: () => T): T => {
+    if (!shared.has(name)) shared.set(name, make());
+    return shared.get(name) as T;
+  };
+  const apply = (layer: tf.layers.Layer, from: tf.SymbolicTensor | tf.SymbolicTensor[]) => layer.apply(from) as tf.SymbolicTensor;
 
   const conv = (layer: ConvLayer, from: tf.SymbolicTensor): tf.SymbolicTensor => {
-    const common = {
-      kernelSize: layer.kernel,
-      strides: layer.stride,
-      padding: 'same' as const,
-      useBias: true,
-      activation: 'linear' as const,
-      // Overwritten by setWeights below; zeros skip drawing random numbers for nothing.
-      biasInitializer: 'zeros' as const,
-      name: layer.name,
-    };
-    const built =
-      layer.kind === 'depthwise'
-        ? tf.layers.depthwiseConv2d({ ...common, depthMultiplier: 1, depthwiseInitializer: 'zeros' })
-        : tf.layers.conv2d({ ...common, filters: layer.outChannels, kernelInitializer: 'zeros' });
-    weightsOf.set(built, { layer });
-    let y = built.apply(from) as tf.SymbolicTensor;
-    if (layer.relu6) y = tf.layers.reLU({ maxValue: 6, name: reluName(arch, layer) }).apply(y) as tf.SymbolicTensor;
+    const built = once(layer.name, () => {
+      const common = {
+        kernelSize: layer.kernel,
+        strides: layer.stride,
+        padding: 'same' as const,
+        useBias: true,
+        activation: 'linear' as const,
+        // Overwritten by setWeights below; zeros skip drawing random numbers for nothing.
+        biasInitializer: 'zeros' as const,
+        name: layer.name,
+      };
+      const made =
+        layer.kind === 'depthwise'
+          ? tf.layers.depthwiseConv2d({ ...common, depthMultiplier: 1, depthwiseInitializer: 'zeros' })
+          : tf.layers.conv2d({ ...common, filters: layer.outChannels, kernelInitializer: 'zeros' });
+      weightsOf.set(made, { layer });
+      return made;
+    });
+    let y = apply(built, from);
+    if (layer.relu6) {
+      const name = reluName(arch, layer);
+      y = apply(once(name, () => tf.layers.reLU({ maxValue: 6, name })), y);
+    }
     return y;
   };
 
-  x = conv(arch.stem, x);
-  for (const block of arch.blocks) {
-    let y = block.expand ? conv(block.expand, x) : x;
-    y = conv(block.depthwise, y);
-    y = conv(block.project, y);
-    x = block.residual ? (tf.layers.add({ name: addName(block.project.name) }).apply([x, y]) as tf.SymbolicTensor) : y;
+  const backbone = (input: tf.SymbolicTensor): tf.SymbolicTensor => {
+    let x = apply(once('rescaling', () => tf.layers.rescaling({ scale: 1 / PREPROCESSING.scale, offset: -PREPROCESSING.offset, name: 'rescaling' })), input);
+    x = conv(arch.stem, x);
+    for (const block of arch.blocks) {
+      let y = block.expand ? conv(block.expand, x) : x;
+      y = conv(block.depthwise, y);
+      y = conv(block.project, y);
+      if (block.residual) {
+        const name = addName(block.project.name);
+        x = apply(once(name, () => tf.layers.add({ name })), [x, y]);
+      } else {
+        x = y;
+      }
+    }
+    x = conv(arch.head, x);
+    return apply(once('global_average_pooling2d', () => tf.layers.globalAveragePooling2d({ name: 'global_average_pooling2d' })), x);
+  };
+
+  const inputs = sizes.map((size, i) => tf.input({ shape: [size.height, size.width, 3], dtype: 'float32', name: `input_${i + 1}` }));
+  const pooled = inputs.map(backbone);
+  let x = pooled.length > 1 ? apply(tf.layers.concatenate({ axis: -1, name: 'concatenate' }), pooled) : pooled[0];
+  const dim = arch.featureDim * sizes.length;
+
+  let standardize: tf.layers.Layer | undefined;
+  if (spec.standardize) {
+    if (spec.standardize.mean.length !== dim || spec.standardize.std.length !== dim) {
+      throw new UserError(`standardize: mean and std need ${dim} values, got ${spec.standardize.mean.length} and ${spec.standardize.std.length}`);
+    }
+    standardize = tf.layers.batchNormalization({ axis: -1, epsilon: STANDARDIZE_EPSILON, name: 'standardize' });
+    x = apply(standardize, x);
   }
-  x = conv(arch.head, x);
-  x = tf.layers.globalAveragePooling2d({ name: 'global_average_pooling2d' }).apply(x) as tf.SymbolicTensor;
 
   if (head) {
-    if (head.layers[0]?.inputs !== arch.featureDim) {
-      throw new UserError(`the head expects ${head.layers[0]?.inputs} features, the backbone gives ${arch.featureDim}`);
+    if (head.layers[0]?.inputs !== dim) {
+      throw new UserError(`the head expects ${head.layers[0]?.inputs} features, the backbone gives ${dim} (${arch.featureDim} x ${sizes.length} sizes)`);
     }
     head.layers.forEach((weights, i) => {
       const last = i === head.layers.length - 1;
-      x = tf.layers.dropout({ rate: head.dropout, name: i ? `dropout_${i}` : 'dropout' }).apply(x) as tf.SymbolicTensor;
+      x = apply(tf.layers.dropout({ rate: head.dropout, name: i ? `dropout_${i}` : 'dropout' }), x);
       const dense = tf.layers.dense({
         units: weights.units,
         activation: last ? 'softmax' : 'relu',
@@ -163,12 +210,13 @@ export function buildLayersModel(spec: LayersModelSpec): tf.LayersModel {
         name: weights.name,
       });
       denseWeights.set(dense, weights);
-      x = dense.apply(x) as tf.SymbolicTensor;
+      x = apply(dense, x);
     });
   }
 
   const alphaTag = arch.alpha.toFixed(2);
-  const model = tf.model({ inputs: input, outputs: x, name: spec.name ?? `mobilenetv2_${alphaTag}_${size.height}x${size.width}` });
+  const sizeTag = sizes.map((size) => `${size.height}x${size.width}`).join('_');
+  const model = tf.model({ inputs: inputs.length > 1 ? inputs : inputs[0], outputs: x, name: spec.name ?? `mobilenetv2_${alphaTag}_${sizeTag}` });
   try {
     for (const [built, { layer }] of weightsOf) {
       const weights = spec.layers.get(layer.name);
@@ -176,6 +224,18 @@ export function buildLayersModel(spec: LayersModelSpec): tf.LayersModel {
       setWeights(built, [
         [weights.kernel, kernelShape(layer)],
         [weights.bias, [layer.outChannels]],
+      ]);
+    }
+    if (standardize && spec.standardize) {
+      const { mean, std } = spec.standardize;
+      const bad = std.findIndex((s) => !(s > 0 && Number.isFinite(s)));
+      if (bad >= 0) throw new UserError(`standardize: std[${bad}] is ${std[bad]}, expected a positive number`);
+      // Order of a BatchNormalization layer's weights: gamma, beta, moving mean, moving variance.
+      setWeights(standardize, [
+        [Float32Array.from(std, (s) => 1 / s), [dim]],
+        [new Float32Array(dim), [dim]],
+        [mean, [dim]],
+        [new Float32Array(dim).fill(1 - STANDARDIZE_EPSILON), [dim]],
       ]);
     }
     for (const [built, weights] of denseWeights) {

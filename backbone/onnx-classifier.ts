@@ -5,7 +5,7 @@
  * the image's RGB bytes.
  *
  *   image uint8 [H0, W0, 3] -> float NCHW [1, 3, H0, W0]
- *   for each view: flip (Slice, step -1) / rotate (Transpose + flip)
+ *   for each view: flip (Slice, step -1) / rotate (Transpose + flip) / crop (Slice of a window)
  *     for each size: Resize (cubic, antialiased) [+ centre crop for cover] -> [1, 3, H, W]
  *   for each size: the views as one batch [V, 3, H, W] -> round to 8-bit levels
  *     -> x / 127.5 - 1 -> backbone (weights shared by all sizes) -> pooled [V, featureDim]
@@ -16,6 +16,7 @@ import { type ClassifierSpec, type ViewName, checkClassifierSpec } from './class
 import { DataType, GraphWriter, OPSET_18, backboneFeatures, encodeModel, scalePixels, valueInfo } from './onnx-graph.js';
 import { type InputSize, formatSize } from './preprocessing.js';
 import type { NetworkWeights } from './weights.js';
+import { type View, parseView } from '../data/views.js';
 
 export const CLASSIFIER_INPUT = 'image';
 export const CLASSIFIER_OUTPUT = 'probabilities';
@@ -62,6 +63,7 @@ function flip(graph: GraphWriter, x: string, axes: readonly (2 | 3)[], name: str
 function applyView(graph: GraphWriter, image: string, view: ViewName): string {
   const name = `view_${view}`;
   const transpose = () => graph.node('Transpose', `${name}/transpose`, [image], { perm: [0, 1, 3, 2] });
+  if (view.startsWith('crop:')) return crop(graph, image, parseView(view) as Extract<View, { kind: 'crop' }>, name);
   switch (view) {
     case 'original': return image;
     case 'hflip': return flip(graph, image, [3], name);
@@ -70,6 +72,31 @@ function applyView(graph: GraphWriter, image: string, view: ViewName): string {
     case 'rot90': return flip(graph, transpose(), [3], name);
     case 'rot270': return flip(graph, transpose(), [2], name);
   }
+  throw new Error(`view ${view}: no graph for it`);
+}
+
+/**
+ * The crop view of data/views.ts on the run-time shape: a window of max(1, round(side * F))
+ * per side, at the top/left (0), the far end (the spare pixels) or the centre (half of them,
+ * rounded down). The window is computed in float64 so it rounds exactly as JavaScript does.
+ */
+function crop(graph: GraphWriter, image: string, view: Extract<View, { kind: 'crop' }>, name: string): string {
+  const shape = graph.node('Shape', `${name}/shape`, [image]);
+  const hw = graph.node('Slice', `${name}/hw`, [shape, int64s(graph, 'cover/hw_start', [2]), int64s(graph, 'cover/hw_end', [4])]);
+  const scaled = graph.node('Mul', `${name}/scaled`, [graph.node('Cast', `${name}/hw_double`, [hw], { to: DataType.DOUBLE }), graph.float64(`${name}/fraction`, [], [view.fraction])]);
+  const half = graph.has('crop/half') ? 'crop/half' : graph.float64('crop/half', [], [0.5]);
+  const rounded = graph.node('Floor', `${name}/rounded`, [graph.node('Add', `${name}/scaled_plus_half`, [scaled, half])]);
+  const window = graph.node('Max', `${name}/window`, [graph.node('Cast', `${name}/window_raw`, [rounded], { to: DataType.INT64 }), int64s(graph, 'cover/one', [1])]);
+  const spare = graph.node('Sub', `${name}/spare`, [hw, window]);
+  // Per axis (rows, columns): start = spare * numerator / denominator.
+  const share = (edge: 'near' | 'far' | 'middle') => (edge === 'near' ? [0, 1] : edge === 'far' ? [1, 1] : [1, 2]);
+  const rows = share(view.position === 'tl' || view.position === 'tr' ? 'near' : view.position === 'bl' || view.position === 'br' ? 'far' : 'middle');
+  const cols = share(view.position === 'tl' || view.position === 'bl' ? 'near' : view.position === 'tr' || view.position === 'br' ? 'far' : 'middle');
+  const numerator = graph.int64(`${name}/numerator`, [2], [rows[0], cols[0]]);
+  const denominator = graph.int64(`${name}/denominator`, [2], [rows[1], cols[1]]);
+  const starts = graph.node('Div', `${name}/starts`, [graph.node('Mul', `${name}/spare_share`, [spare, numerator]), denominator]);
+  const ends = graph.node('Add', `${name}/ends`, [starts, window]);
+  return graph.node('Slice', name, [image, starts, ends, int64s(graph, 'cover/spatial_axes', [2, 3])]);
 }
 
 /** Stretches an NCHW image to exactly height x width. */
@@ -163,4 +190,26 @@ export function buildClassifierOnnx(weights: NetworkWeights, spec: ClassifierSpe
     outputs: [valueInfo(CLASSIFIER_OUTPUT, DataType.FLOAT, [spec.labels.length])],
     ...OPSET_18,
   });
+}
+
+/** An ONNX Runtime session of a model from buildClassifierOnnx. */
+export interface OnnxClassifierSession {
+  /** Class probabilities of one decoded RGB image (row-major, 3 bytes per pixel). */
+  classify(image: { readonly data: Uint8Array; readonly width: number; readonly height: number }): Promise<Float32Array>;
+  release(): Promise<void>;
+}
+
+/** Opens a session on the model's bytes (CPU execution provider); throws ORT's error when they are not a valid model. */
+export async function openClassifierSession(model: Uint8Array): Promise<OnnxClassifierSession> {
+  const ort = await import('onnxruntime-node');
+  const session = await ort.InferenceSession.create(model);
+  return {
+    async classify(image) {
+      const input = new ort.Tensor('uint8', image.data, [image.height, image.width, 3]);
+      const outputs = await session.run({ [CLASSIFIER_INPUT]: input });
+      const output = outputs[CLASSIFIER_OUTPUT];
+      return Float32Array.from(output.data as Float32Array);
+    },
+    release: () => session.release(),
+  };
 }

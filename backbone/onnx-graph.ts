@@ -93,7 +93,7 @@ message OperatorSetIdProto {
 `;
 
 /** TensorProto.DataType and AttributeProto.AttributeType values of onnx.proto. */
-export const DataType = { FLOAT: 1, UINT8: 2, INT64: 7 } as const;
+export const DataType = { FLOAT: 1, UINT8: 2, INT64: 7, DOUBLE: 11 } as const;
 const AttributeType = { INT: 2, STRING: 3, INTS: 7 } as const;
 
 /** Every attribute these graphs need is an integer, a list of integers or a string. */
@@ -150,6 +150,12 @@ export class GraphWriter {
   int64(name: string, dims: number[], values: readonly number[]): string {
     const longs = BigInt64Array.from(values, (v) => BigInt(v));
     return this.tensor(name, dims, DataType.INT64, new Uint8Array(longs.buffer));
+  }
+
+  /** float64 initializers: for arithmetic that must round as JavaScript numbers do (crop windows). */
+  float64(name: string, dims: number[], values: readonly number[]): string {
+    const doubles = Float64Array.from(values);
+    return this.tensor(name, dims, DataType.DOUBLE, new Uint8Array(doubles.buffer));
   }
 
   private tensor(name: string, dims: number[], data_type: number, raw_data: Uint8Array): string {

@@ -171,15 +171,20 @@ async function reportCommand(argv: { config?: string; db?: string; sweep?: numbe
   }
 }
 
-async function exportCommand(argv: { config?: string; db?: string; sweep?: number; run?: string; out: string; weights?: string }, config: Config) {
+async function exportCommand(
+  argv: { config?: string; db?: string; sweep?: number; run?: string; out: string; weights?: string; format?: 'tfjs' | 'onnx' },
+  config: Config,
+) {
   const db = openDatabase(config.cache.db, { readonly: true });
   try {
     const { exportModel } = await import('../stages/export.js');
-    const result = await exportModel({ db, sweepId: argv.sweep, run: argv.run ?? 'best', out: argv.out, weights: argv.weights });
+    const result = await exportModel({ db, sweepId: argv.sweep, run: argv.run ?? 'best', out: argv.out, weights: argv.weights, format: argv.format });
     const m = result.metadata;
-    say(`exported run ${m.run_key} of sweep ${m.sweep_id} to ${result.dir} (${result.files.length} files, ${(result.bytes / 1e6).toFixed(1)} MB)`);
+    say(`exported run ${m.run_key} of sweep ${m.sweep_id} to ${result.dir} as ${m.model.file} (${result.files.length} files, ${(result.bytes / 1e6).toFixed(1)} MB)`);
     say(`  classes  ${m.labels.join(', ')}`);
-    say(`  input    ${m.input.height}x${m.input.width} RGB 0..255, resize ${m.resize}; ${m.preprocessing.formula} is inside the model`);
+    const input = m.model.runtime === 'onnx' ? 'one uint8 HxWx3 image, any size' : `${m.inputs.map((i) => `${i.name} ${i.height}x${i.width}`).join(', ')} RGB 0..255`;
+    say(`  input    ${input}; sizes ${m.sizes.join(', ')}, resize ${m.resize}; ${m.preprocessing.formula}${m.standardize ? ' and the standardisation are' : ' is'} inside the model`);
+    say(`  views    ${m.views.join(', ')}: probabilities averaged ${m.views_in_model ? 'inside the model' : 'over one row per view (pipeline predict does it)'}`);
     say(
       `  metrics  val acc ${percent(m.metrics.val_accuracy)}  test acc ${percent(m.metrics.test_accuracy)}  macro-F1 ${m.metrics.macro_f1.toFixed(3)}`,
     );
@@ -271,12 +276,13 @@ export function buildCli(args: string[]) {
     )
     .command(
       'export',
-      'write a trained head joined to the backbone as a TF.js layers model',
+      'write a trained head joined to the backbone as a TF.js layers model or one ONNX model',
       (a) =>
         withCacheFlags(a)
           .option('sweep', SWEEP_OPTION)
           .option('run', { type: 'string', describe: 'run key, or best (default): the best seed of the winning variant' })
           .option('out', { type: 'string', demandOption: true, describe: 'output folder' })
+          .option('format', { type: 'string', choices: ['tfjs', 'onnx'] as const, describe: 'tfjs (default): TF.js layers model; onnx: one model.onnx, image in, probabilities out' })
           .option('weights', { type: 'string', describe: 'backbone model.json, if it moved since extraction (hash-checked)' }),
       withCache(exportCommand),
     )
@@ -286,7 +292,7 @@ export function buildCli(args: string[]) {
       (a) =>
         a
           .positional('files', { type: 'string', array: true, demandOption: true, describe: 'image files' })
-          .option('model', { type: 'string', demandOption: true, describe: 'folder written by pipeline export' })
+          .option('model', { type: 'string', demandOption: true, describe: 'folder written by pipeline export (TF.js or ONNX)' })
           .option('json', { type: 'boolean', describe: 'print JSON' })
           .option('top', { type: 'string', coerce: positiveInt('top'), describe: 'classes per image (default 3)' }),
       (argv) => predictCommand({ ...argv, files: argv.files ?? [] }),

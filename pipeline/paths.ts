@@ -210,6 +210,6 @@ export function checkPredictPaths(files: readonly string[], model: string): void
   }
   const info = look(model, '--model');
   if (!info) return fail('--model', model, 'no such folder');
-  if (info.isFile() && basename(model) === 'model.json') return requireInputFile(model, '--model');
+  if (info.isFile() && (basename(model) === 'model.json' || basename(model) === 'model.onnx')) return requireInputFile(model, '--model');
   if (!info.isDirectory()) return fail('--model', model, info.isFile() ? 'is a file, expected the folder written by pipeline export' : `is ${kindOf(info)}, expected a folder`);
 }

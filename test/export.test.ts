@@ -16,8 +16,7 @@ import { decodeImage } from '../data/images.js';
 import { activateBackend } from '../backbone/backends.js';
 import { UserError } from '../core/errors.js';
 import { type ExportMetadata, exportModel } from '../stages/export.js';
-import { loadExportedModel } from '../stages/predict.js';
-import { FIXTURE_CLASSES, FIXTURE_FEATURE_SET, type ExportFixture, headProbabilities, makeExportFixture, randomHead } from './helpers/export-fixture.js';
+import { FIXTURE_CLASSES, FIXTURE_FEATURE_SET, type ExportFixture, headProbabilities, makeExportFixture, randomHead, loadTfjsExport } from './helpers/export-fixture.js';
 import { classTint, writeImage } from './helpers/images.js';
 import { writeRandomModel } from './helpers/random-model.js';
 import { SHARED_MODEL_100, TRASHNET_DIR, fileTempDir, serialTestWithShared, tempDir } from './helpers/shared.js';
@@ -85,7 +84,7 @@ for (const which of ['plain', 'hidden'] as const) {
     t.is(outcome.metadata.run_key, run.runKey);
     t.deepEqual(outcome.files.sort(), readdirSync(out).sort());
 
-    const loaded = await loadExportedModel(out);
+    const loaded = await loadTfjsExport(out);
     try {
       const { size } = fixture;
       const pixels = await pixelBatch(images, size);
@@ -159,9 +158,16 @@ test.serial('metadata.json has labels, input, preprocessing, provenance and metr
   const metadata = JSON.parse(readFileSync(join(out, 'metadata.json'), 'utf8')) as ExportMetadata;
   t.deepEqual(metadata, JSON.parse(JSON.stringify(returned)));
   t.is(metadata.format, 'pipeline-classifier');
-  t.is(metadata.format_version, 1);
+  t.is(metadata.format_version, 2);
+  t.deepEqual(metadata.model, { runtime: 'tfjs', file: 'model.json' });
   t.deepEqual(metadata.labels, [...FIXTURE_CLASSES]);
-  t.deepEqual([metadata.input.height, metadata.input.width], [fixture.size.height, fixture.size.width]);
+  // A run stored without sizes, views or standardize: the feature set's size, view original, none.
+  t.deepEqual(metadata.sizes, [`${fixture.size.height}x${fixture.size.width}`]);
+  t.deepEqual(metadata.views, ['original']);
+  t.false(metadata.views_in_model);
+  t.is(metadata.standardize, null);
+  t.deepEqual(metadata.inputs, [{ name: 'input_1', height: fixture.size.height, width: fixture.size.width, channels: 3, layout: 'NHWC', dtype: 'float32', range: [0, 255] }]);
+  t.deepEqual(metadata.output, { name: 'dense', activation: 'softmax', classes: 3 });
   t.is(metadata.resize, 'fill');
   t.is(metadata.preprocessing.id, PREPROCESSING.id);
   t.is(metadata.preprocessing.formula, 'x / 127.5 - 1');

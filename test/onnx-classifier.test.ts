@@ -168,6 +168,26 @@ for (const resize of ['fill', 'cover'] as const) {
   });
 }
 
+for (const resize of ['fill', 'cover'] as const) {
+  test(`tiny random model, ${resize}: crop views at every position match the reference (windows as data/views.ts cuts them)`, async (t) => {
+    const weights = tinyBackbone(15);
+    const spec = randomSpec(weights.arch.featureDim, {
+      sizes: [{ height: 32, width: 40 }],
+      resize,
+      // Odd sides and fractions whose windows round: 0.55 x 71 = 39.05, 0.7 x 51 = 35.7, 0.5 x 51 = 25.5 (rounds up).
+      views: ['crop:0.8:center', 'crop:0.55:tl', 'crop:0.7:tr', 'crop:0.5:bl', 'crop:0.9:br', 'crop:1:center'],
+      hidden: 8,
+      standardize: { mean: 2, std: 1.5 },
+    });
+    const image = generated(51, 71, 23);
+    const { reference } = await assertMatchesReference(t, weights, spec, image, enginesFor(t, weights, spec));
+    assertViewsDiffer(t, reference.perView.slice(0, 5));
+    // crop:1:center is the whole image: the same probabilities as the original.
+    const whole = await assertMatchesReference(t, weights, { ...spec, views: ['original'] }, image, enginesFor(t, weights, { ...spec, views: ['original'] }));
+    t.true(maxAbsDiff(reference.perView[5], whole.reference.perView[0]) < 1e-9);
+  });
+}
+
 test('tiny random model: one size, one rotated view, no standardisation, no hidden layer, 3x downscale', async (t) => {
   const weights = tinyBackbone(12);
   const spec = randomSpec(weights.arch.featureDim, {
@@ -222,7 +242,8 @@ test('a spec that does not fit the backbone is a one-line UserError naming the f
   const cases: [string, ClassifierSpec, RegExp][] = [
     ['standardize length', { ...good, standardize: { mean: new Float32Array(dim * 2), std: new Float32Array(dim * 2) } }, /standardize: mean and std need 1280/],
     ['zero std', { ...good, standardize: { mean: new Float32Array(dim), std: new Float32Array(dim) } }, /standardize: std\[0\] is 0/],
-    ['unknown view', { ...good, views: ['original', 'rot45' as ViewName] }, /views: "rot45" is not one of/],
+    ['unknown view', { ...good, views: ['original', 'rot45' as ViewName] }, /views: unknown view "rot45"/],
+    ['bad crop', { ...good, views: ['crop:1.5:center'] }, /views: view "crop:1\.5:center": crop fraction must be > 0 and <= 1/],
     ['repeated view', { ...good, views: ['hflip', 'hflip'] }, /views: hflip, hflip repeats a view/],
     ['tiny size', { ...good, sizes: [{ height: 16, width: 32 }] }, /sizes: 16x32 is not an input size/],
     ['no sizes', { ...good, sizes: [] }, /sizes: expected at least one/],

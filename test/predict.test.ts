@@ -3,7 +3,7 @@
  * softmax), bad ones (corrupt, text, empty, missing, a folder) get an error each without
  * stopping the rest, results keep the input order, and no tensor is leaked.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import test from 'ava';
@@ -11,8 +11,8 @@ import * as tf from '@tensorflow/tfjs';
 import { decodeImage } from '../data/images.js';
 import { UserError } from '../core/errors.js';
 import { exportModel } from '../stages/export.js';
-import { type FilePrediction, loadExportedModel, predictFiles, topK } from '../stages/predict.js';
-import { FIXTURE_CLASSES, type ExportFixture, makeExportFixture } from './helpers/export-fixture.js';
+import { type FilePrediction, predictFiles, topK } from '../stages/predict.js';
+import { FIXTURE_CLASSES, type ExportFixture, makeExportFixture, loadTfjsExport } from './helpers/export-fixture.js';
 import { classTint, encode, pixels, writeImage } from './helpers/images.js';
 import { fileTempDir, tempDir } from './helpers/shared.js';
 
@@ -54,9 +54,9 @@ test.after.always(async () => {
 
 /** The exported model's own output for one file, as the reference for predict's top class. */
 async function modelOutput(file: string): Promise<Float32Array> {
-  const loaded = await loadExportedModel(modelDir);
+  const loaded = await loadTfjsExport(modelDir);
   try {
-    const { height, width } = loaded.metadata.input;
+    const { height, width } = loaded.recipe.sizes[0];
     const data = await decodeImage(readFileSync(file), { height, width }, loaded.metadata.resize);
     const output = tf.tidy(() => loaded.model.predict(tf.tensor4d(Float32Array.from(data), [1, height, width, 3])) as tf.Tensor);
     const values = (await output.data()) as Float32Array;
@@ -137,6 +137,31 @@ test.serial('a missing or non-export model folder is a UserError', async (t) => 
   // model.json itself is accepted in place of its folder.
   const result = await predictFiles(good.slice(0, 1), join(modelDir, 'model.json'));
   t.true(result.predictions[0].ok);
+});
+
+test.serial('an export of format version 1 (one size, no views) still predicts the same; bad sizes or views in metadata.json are UserErrors', async (t) => {
+  const dir = tempDir(t);
+  const metadata = JSON.parse(readFileSync(join(modelDir, 'metadata.json'), 'utf8'));
+  const { model, sizes, views, views_in_model: _inModel, inputs, standardize, ...common } = metadata;
+  t.deepEqual([model.runtime, sizes, views, standardize], ['tfjs', ['64x64'], ['original'], null]);
+  const v1 = { ...common, format_version: 1, input: { ...inputs[0], name: undefined } };
+  for (const file of readdirSync(modelDir)) copyFileSync(join(modelDir, file), join(dir, file));
+  writeFileSync(join(dir, 'metadata.json'), JSON.stringify(v1));
+  const now = await predictFiles(good, modelDir, { top: 3 });
+  const old = await predictFiles(good, dir, { top: 3 });
+  t.deepEqual(old.predictions, now.predictions);
+
+  for (const [field, value, message] of [
+    ['sizes', ['64x64', 'huge'], /metadata\.json sizes: "huge" is not HxW/],
+    ['views', ['original', 'sideways'], /metadata\.json views: unknown view "sideways"/],
+    ['model', { runtime: 'pytorch' }, /metadata\.json model\.runtime: expected tfjs or onnx/],
+  ] as const) {
+    writeFileSync(join(dir, 'metadata.json'), JSON.stringify({ ...metadata, [field]: value }));
+    await t.throwsAsync(predictFiles(good, dir), { instanceOf: UserError, message }, field);
+  }
+  // Sizes that disagree with the model's inputs.
+  writeFileSync(join(dir, 'metadata.json'), JSON.stringify({ ...metadata, sizes: ['64x64', '32x32'] }));
+  await t.throwsAsync(predictFiles(good, dir), { instanceOf: UserError, message: /disagrees with metadata\.json \(sizes 64x64, 32x32/ });
 });
 
 test('topK orders by probability, ties by class index', (t) => {

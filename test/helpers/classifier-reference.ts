@@ -8,7 +8,8 @@
  * - standardisation, dense layers, softmax and the mean over views in float64 JS.
  */
 import type { InferenceSession } from 'onnxruntime-node';
-import { type ClassifierSpec, type ViewName } from '../../backbone/classifier-spec.js';
+import { type ClassifierSpec, type VIEW_NAMES, type ViewName } from '../../backbone/classifier-spec.js';
+import { type View, applyView, parseView } from '../../data/views.js';
 import { type Engine, startEngine } from '../../backbone/engine.js';
 import { RESIZE_ATTRIBUTES } from '../../backbone/onnx-classifier.js';
 import { DataType, GraphWriter, OPSET_18, encodeModel, valueInfo } from '../../backbone/onnx-graph.js';
@@ -27,6 +28,11 @@ export interface RgbImage {
 
 /** A view of an RGB image by index arithmetic; rotations are clockwise. */
 export function viewImage(image: RgbImage, view: ViewName): RgbImage {
+  if (view.startsWith('crop:')) {
+    // A window of the pixels: data/views.ts, which extraction uses, is the definition.
+    const cropped = applyView(image, parseView(view) as View);
+    return { data: cropped.data, height: cropped.height, width: cropped.width };
+  }
   const { data, height: h, width: w } = image;
   const turned = view === 'rot90' || view === 'rot270';
   const [oh, ow] = turned ? [w, h] : [h, w];
@@ -41,7 +47,7 @@ export function viewImage(image: RgbImage, view: ViewName): RgbImage {
         rot180: [h - 1 - i, w - 1 - j],
         rot90: [h - 1 - j, i],
         rot270: [j, w - 1 - i],
-      }[view];
+      }[view as (typeof VIEW_NAMES)[number]];
       const from = (y * w + x) * 3;
       const to = (i * ow + j) * 3;
       out[to] = data[from];

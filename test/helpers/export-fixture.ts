@@ -12,6 +12,7 @@ import { type Db, openDatabase } from '../../cache/database.js';
 import { ensureFeatureSet } from '../../cache/features.js';
 import { type NamedArray, type StoredRun, createSweep, finishSweep, saveRun } from '../../cache/sweeps.js';
 import { rng, writeRandomModel } from './random-model.js';
+import { loadExportedModel } from '../../stages/predict.js';
 
 export const FIXTURE_CLASSES = ['cardboard', 'glass', 'metal'] as const;
 export const FIXTURE_FEATURE_SET = 'fs-export-test';
@@ -155,4 +156,27 @@ export function headProbabilities(features: Float32Array, dim: number, weights: 
     out.push(exps.map((v) => v / sum));
   }
   return out;
+}
+
+/**
+ * Adds a run to the fixture's sweep that uses several sizes and views with standardisation,
+ * in the sweep's storage contract (params sizes/views/standardize, weights standardize/mean
+ * and standardize/std); its numbers are seeded random, its test probabilities meaningless.
+ */
+export function addViewsRun(fixture: ExportFixture, sizes: readonly string[], views: readonly string[], seed = 11): StoredRun {
+  const random = rng(seed);
+  const dim = 1280 * sizes.length;
+  const mean = randomArray('standardize/mean', [dim], random, 0.5);
+  const std = { name: 'standardize/std', shape: [dim], values: Float32Array.from({ length: dim }, () => 0.05 + random()) };
+  const params = { dropout: 0.1, hidden_units: 8, learning_rate: 0.001, sizes, views, standardize: true };
+  const run = storedRun('views#seed=1', 'views', params as unknown as Record<string, number | string>, [...randomHead(dim, FIXTURE_CLASSES.length, 8, seed + 1), mean, std], 0.5);
+  saveRun(fixture.db, fixture.sweepId, run);
+  return run;
+}
+
+/** An export folder that must hold a TF.js model, loaded. */
+export async function loadTfjsExport(dir: string) {
+  const loaded = await loadExportedModel(dir);
+  if (loaded.runtime !== 'tfjs') throw new Error(`${dir} holds a ${loaded.runtime} export, expected tfjs`);
+  return loaded;
 }

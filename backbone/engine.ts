@@ -8,21 +8,9 @@ import type { BackboneWeights } from './weights.js';
 import { type ResolvedBackend, isOnnx } from './backends.js';
 import { cpus } from 'node:os';
 import { startWorkerPool } from './worker-pool.js';
+import type { Engine } from './engine-interface.js';
 
-export interface Engine {
-  /** Batches it can work on at once: the extract stage keeps this many (+1) in flight. */
-  readonly parallelism: number;
-  /** `count` images of uint8 RGB (H x W x 3 each) in, `count x featureDim` float32 out. Copies the pixels. */
-  run(pixels: Uint8Array, count: number): Promise<Float32Array>;
-  /**
-   * The same without a copy: `buffer` (a whole ArrayBuffer, the first `count` images
-   * filled) moves to the engine thread and comes back with the features, for the caller
-   * to reuse. `size` (default: the engine's) lets one engine serve several input sizes. Copying a batch between threads costs as much as decoding it on these VMs,
-   * because the copy lands in fresh memory (slow to touch: ../shared/notes/cpu-engines.md).
-   */
-  runInPlace(buffer: Uint8Array, count: number, size?: InputSize): Promise<{ features: Float32Array; buffer: Uint8Array }>;
-  close(): Promise<void>;
-}
+export type { Engine };
 
 export interface EngineOptions {
   readonly weights: BackboneWeights;

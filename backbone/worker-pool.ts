@@ -1,7 +1,7 @@
 /** Engine threads (worker-protocol.ts), fed batches as they free up. */
 import { Worker } from 'node:worker_threads';
 import { UserError } from '../core/errors.js';
-import type { Engine } from './engine.js';
+import type { Engine } from './engine-interface.js';
 import type { WorkerReply, WorkerRequest, WorkerSetup } from './worker-protocol.js';
 
 interface Job {

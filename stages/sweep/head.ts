@@ -10,7 +10,7 @@
 import { dropoutThreshold, glorotUniform, runStreams, type RandomStream } from './random.js';
 import type { Split } from '../../data/dataset.js';
 import { Kernels } from './simd.js';
-import type { HeadParams, RunSpec, TrainData } from './trainer.js';
+import type { HeadParams, RunSpec, TrainData } from './types.js';
 
 const BETA1 = 0.9;
 const BETA2 = 0.999;

@@ -6,7 +6,7 @@
  */
 import type * as tfjs from '@tensorflow/tfjs';
 import { EPSILON } from './head.js';
-import type { EarlyStopping, HeadParams, RunSpec, SplitData, TrainData } from './trainer.js';
+import type { EarlyStopping, HeadParams, RunSpec, SplitData, TrainData } from './types.js';
 
 type Tf = typeof tfjs;
 

@@ -11,9 +11,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { HeadTrainer, argmax, crossEntropy, softmaxInto } from './head.js';
-import type { EarlyStopping, EpochCurves, RunResult, RunSpec, SplitData, SplitScores, TestScores, TrainData } from './trainer.js';
-
-export interface WorkerSetup { module: WebAssembly.Module; data: TrainData; early: EarlyStopping }
+import type { EpochCurves, RunResult, RunSpec, SplitData, SplitScores, TestScores, WorkerSetup } from './types.js';
 
 const { module, data, early } = workerData as WorkerSetup;
 const counts = classCounts(data.train.y, data.classes);

@@ -18,7 +18,7 @@
  * 'same' padding is tf.conv2d's 'same', the padding the fused engine uses.
  */
 import * as tf from '@tensorflow/tfjs';
-import { type Architecture, type ConvLayer, kernelShape } from './mobilenetv2.js';
+import { type Architecture, type ConvLayer, kernelShape, walkNetwork } from './mobilenetv2.js';
 import { type InputSize, PREPROCESSING } from './preprocessing.js';
 import type { ConvWeights } from './weights.js';
 import { UserError } from '../core/errors.js';
@@ -100,9 +100,6 @@ export interface LayersModelSpec {
 /** The Keras name of the ReLU6 after a conv: `Conv1_relu`, `block_3_expand_relu`, ..., `out_relu`. */
 const reluName = (arch: Architecture, layer: ConvLayer) => (layer === arch.head ? 'out_relu' : `${layer.name}_relu`);
 
-/** The Keras name of a block's residual add: `block_2_add`. */
-const addName = (projectName: string) => `${projectName.replace(/_project$/, '')}_add`;
-
 /**
  * Builds the model with its weights set. The caller owns it (model.dispose() frees the
  * weight variables). Throws if a layer's weights are missing or shaped unlike the architecture.
@@ -138,14 +135,10 @@ export function buildLayersModel(spec: LayersModelSpec): tf.LayersModel {
     return y;
   };
 
-  x = conv(arch.stem, x);
-  for (const block of arch.blocks) {
-    let y = block.expand ? conv(block.expand, x) : x;
-    y = conv(block.depthwise, y);
-    y = conv(block.project, y);
-    x = block.residual ? (tf.layers.add({ name: addName(block.project.name) }).apply([x, y]) as tf.SymbolicTensor) : y;
-  }
-  x = conv(arch.head, x);
+  x = walkNetwork(arch, x, {
+    conv,
+    add: (a, b, block) => tf.layers.add({ name: `${block.name}_add` }).apply([a, b]) as tf.SymbolicTensor,
+  });
   x = tf.layers.globalAveragePooling2d({ name: 'global_average_pooling2d' }).apply(x) as tf.SymbolicTensor;
 
   if (head) {

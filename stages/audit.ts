@@ -19,7 +19,8 @@ import { perceptualHashes } from './audit/hashes.js';
 import { confidentLearning, labelIssueRows, outOfSampleProbabilities } from './audit/labels.js';
 import { umapLayout } from './audit/map.js';
 import { findNeighbours } from './audit/neighbours.js';
-import { argmaxRows, pinnedData, sweepResults } from './report.js';
+import { pinnedData, sweepResults } from './report.js';
+import { argmaxRows } from '../core/arrays.js';
 
 export interface AuditOptions {
   readonly db: Db;

@@ -10,6 +10,7 @@ import { basename, join, resolve } from 'node:path';
 import { tf } from '../core/tfjs.js';
 import { decodeImage } from '../data/images.js';
 import { activateBackend } from '../backbone/backends.js';
+import { readModelFiles } from '../backbone/model-files.js';
 import { UserError, messageOf } from '../core/errors.js';
 import type { ExportMetadata } from './export.js';
 
@@ -73,27 +74,11 @@ export async function loadExportedModel(modelPath: string): Promise<LoadedModel>
     }
   };
   const metadata = checkMetadata(await readJson('metadata.json'), modelPath);
-  const modelJson = (await readJson('model.json')) as Partial<tf.io.ModelJSON>;
-  if (!modelJson.modelTopology || !Array.isArray(modelJson.weightsManifest)) {
-    throw new UserError(`--model ${modelPath}: model.json is not a TF.js layers model`);
-  }
-  const weightSpecs: tf.io.WeightsManifestEntry[] = [];
-  const shards: Buffer[] = [];
-  for (const group of modelJson.weightsManifest) {
-    weightSpecs.push(...group.weights);
-    for (const path of group.paths) {
-      try {
-        shards.push(await readFile(join(dir, path)));
-      } catch {
-        throw new UserError(`--model ${modelPath}: weight shard ${path} is missing`);
-      }
-    }
-  }
-  const bytes = Buffer.concat(shards);
-  const weightData = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+  const { modelJson, specs: weightSpecs, data: weightData } = await readModelFiles(join(dir, 'model.json'), `--model ${modelPath}`, '--model');
+  if (!modelJson.modelTopology) throw new UserError(`--model ${modelPath}: model.json is not a TF.js layers model`);
   let model: tf.LayersModel;
   try {
-    model = await tf.loadLayersModel(tf.io.fromMemory({ modelTopology: modelJson.modelTopology, weightSpecs, weightData }));
+    model = await tf.loadLayersModel(tf.io.fromMemory({ modelTopology: modelJson.modelTopology as tf.io.ModelJSON['modelTopology'], weightSpecs, weightData }));
   } catch (error) {
     throw new UserError(`--model ${modelPath}: cannot load the model: ${messageOf(error).split('\n')[0]}`);
   }

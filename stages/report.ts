@@ -8,6 +8,7 @@ import { type FeatureSet, getFeatureSet, latestExtractRun } from '../cache/featu
 import { type StoredRun, type SweepMember, type SweepRow, getSweep, listSweeps, loadRuns, loadSweepMembers } from '../cache/sweeps.js';
 import type { Split } from '../data/dataset.js';
 import { UserError } from '../core/errors.js';
+import { argmaxRows } from '../core/arrays.js';
 import type { SweepConfig } from './sweep/config.js';
 import { type Metric, type VariantSummary, rankVariants, varyingParameters } from './sweep/ranking.js';
 
@@ -247,17 +248,6 @@ export function pinnedData(db: Db, sweep: SweepRow): { labels: string[]; train: 
   const members = loadSweepMembers(db, sweep.id);
   const part = (split: Split) => members.filter((m) => m.split === split);
   return { labels: sweep.labels, train: part('train'), val: part('val'), test: part('test') };
-}
-
-export function argmaxRows(probabilities: Float32Array, classes: number): Int32Array {
-  const rows = probabilities.length / classes;
-  const out = new Int32Array(rows);
-  for (let i = 0; i < rows; i++) {
-    let best = 0;
-    for (let c = 1; c < classes; c++) if (probabilities[i * classes + c] > probabilities[i * classes + best]) best = c;
-    out[i] = best;
-  }
-  return out;
 }
 
 const round = (value: number, digits: number) => Number(value.toFixed(digits));

@@ -32,7 +32,7 @@ export interface HeadArray {
 
 /** One Dense layer of a head, in Keras layout: kernel [inputs, units] row-major. */
 export interface DenseWeights {
-  /** The run's layer name (`dense`, `dense_1`, or `hidden`), kept as the exported layer's name. */
+  /** The run's layer name (`dense`, `dense_1`), kept as the exported layer's name. */
   readonly name: string;
   readonly kernel: Float32Array;
   readonly bias: Float32Array;

@@ -1,7 +1,7 @@
 /**
  * The tfjs engine: walks the architecture's layer list with fused ops, so each
  * convolution, its folded-BatchNorm bias and ReLU6 run as one kernel (tf.layers cannot
- * fuse ReLU6, and keeping BN unfolded costs another ~2x: ../shared/notes/cpu-engines.md).
+ * fuse ReLU6, and keeping BN unfolded costs another ~2x).
  */
 import type * as tfType from '@tensorflow/tfjs';
 import { type Architecture, type ConvLayer, convLayers, kernelShape, walkNetwork } from './mobilenetv2.js';

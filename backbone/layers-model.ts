@@ -21,7 +21,7 @@
  * 'same' padding is tf.conv2d's 'same', the padding the fused engine uses.
  */
 import * as tf from '@tensorflow/tfjs';
-import { type Architecture, type ConvLayer, kernelShape } from './mobilenetv2.js';
+import { type Architecture, type ConvLayer, kernelShape, walkNetwork } from './mobilenetv2.js';
 import { type InputSize, PREPROCESSING } from './preprocessing.js';
 import type { ConvWeights } from './weights.js';
 import { UserError } from '../core/errors.js';
@@ -35,7 +35,7 @@ export interface HeadArray {
 
 /** One Dense layer of a head, in Keras layout: kernel [inputs, units] row-major. */
 export interface DenseWeights {
-  /** The run's layer name (`dense`, `dense_1`, or `hidden`), kept as the exported layer's name. */
+  /** The run's layer name (`dense`, `dense_1`), kept as the exported layer's name. */
   readonly name: string;
   readonly kernel: Float32Array;
   readonly bias: Float32Array;
@@ -115,9 +115,6 @@ const STANDARDIZE_EPSILON = 2 ** -10;
 /** The Keras name of the ReLU6 after a conv: `Conv1_relu`, `block_3_expand_relu`, ..., `out_relu`. */
 const reluName = (arch: Architecture, layer: ConvLayer) => (layer === arch.head ? 'out_relu' : `${layer.name}_relu`);
 
-/** The Keras name of a block's residual add: `block_2_add`. */
-const addName = (projectName: string) => `${projectName.replace(/_project$/, '')}_add`;
-
 /**
  * Builds the model with its weights set. The caller owns it (model.dispose() frees the
  * weight variables). Throws if a layer's weights are missing or shaped unlike the architecture.
@@ -165,19 +162,13 @@ export function buildLayersModel(spec: LayersModelSpec): tf.LayersModel {
 
   const backbone = (input: tf.SymbolicTensor): tf.SymbolicTensor => {
     let x = apply(once('rescaling', () => tf.layers.rescaling({ scale: 1 / PREPROCESSING.scale, offset: -PREPROCESSING.offset, name: 'rescaling' })), input);
-    x = conv(arch.stem, x);
-    for (const block of arch.blocks) {
-      let y = block.expand ? conv(block.expand, x) : x;
-      y = conv(block.depthwise, y);
-      y = conv(block.project, y);
-      if (block.residual) {
-        const name = addName(block.project.name);
-        x = apply(once(name, () => tf.layers.add({ name })), [x, y]);
-      } else {
-        x = y;
-      }
-    }
-    x = conv(arch.head, x);
+    x = walkNetwork(arch, x, {
+      conv,
+      add: (a, b, block) => {
+        const name = `${block.name}_add`;
+        return apply(once(name, () => tf.layers.add({ name })), [a, b]);
+      },
+    });
     return apply(once('global_average_pooling2d', () => tf.layers.globalAveragePooling2d({ name: 'global_average_pooling2d' })), x);
   };
 

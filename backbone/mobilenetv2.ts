@@ -4,8 +4,9 @@
  * ("out_relu") -> global average pooling.
  *
  * This file is the single definition of the network's shape. Weight files only
- * carry numbers; every engine (tfjs here, ONNX in backbone/onnx-graph.ts) walks
- * the layer list this module produces.
+ * carry numbers; every renderer of the network (the tfjs engine, the tf.layers model
+ * that export writes, the ONNX graph) goes through walkNetwork below and supplies only
+ * how one convolution and one residual add look in its library.
  */
 
 /** One convolution of the network after BatchNorm folding: conv + bias (+ ReLU6). */
@@ -24,6 +25,8 @@ export interface ConvLayer {
 
 /** An inverted-residual block: optional 1x1 expand, 3x3 depthwise, 1x1 linear project. */
 export interface Block {
+  /** Keras' name prefix of the block's layers: `expanded_conv`, `block_1`, ... */
+  readonly name: string;
   readonly expand?: ConvLayer;
   readonly depthwise: ConvLayer;
   readonly project: ConvLayer;
@@ -94,6 +97,7 @@ export function mobilenetV2(alpha: number): Architecture {
       const expand =
         expansion === 1 ? undefined : conv(`${prefix}_expand`, bn('expand'), 'conv', 1, 1, channels, hidden, true);
       blocks.push({
+        name: prefix,
         expand,
         depthwise: conv(`${prefix}_depthwise`, bn('depthwise'), 'depthwise', 3, stride, hidden, hidden, true),
         project: conv(`${prefix}_project`, bn('project'), 'conv', 1, 1, hidden, outChannels, false),
@@ -106,6 +110,28 @@ export function mobilenetV2(alpha: number): Architecture {
   const featureDim = alpha > 1 ? makeDivisible(1280 * alpha) : 1280;
   const head = conv('Conv_1', 'Conv_1_bn', 'conv', 1, 1, channels, featureDim, true);
   return { name: 'mobilenet_v2', alpha, stem, blocks, head, featureDim };
+}
+
+/** How one library renders the network: a convolution (+ its ReLU6), and a block's residual add. */
+export interface NetworkRenderer<T> {
+  conv(layer: ConvLayer, x: T): T;
+  /** `x` (the block's input) + `y` (its projection); Keras names the add `${block.name}_add`. */
+  add(x: T, y: T, block: Block): T;
+}
+
+/**
+ * The one walk of the network: stem, each block (expand, depthwise, project, residual
+ * add) and the head conv, from `input` to the last feature map (before pooling).
+ */
+export function walkNetwork<T>(arch: Architecture, input: T, render: NetworkRenderer<T>): T {
+  let x = render.conv(arch.stem, input);
+  for (const block of arch.blocks) {
+    let y = block.expand ? render.conv(block.expand, x) : x;
+    y = render.conv(block.depthwise, y);
+    y = render.conv(block.project, y);
+    x = block.residual ? render.add(x, y, block) : y;
+  }
+  return render.conv(arch.head, x);
 }
 
 /** Every convolution in execution order. */

@@ -7,7 +7,7 @@
  * width) and does PREPROCESSING's scaling itself, so an engine only wraps its bytes.
  */
 import protobuf from 'protobufjs';
-import { type ConvLayer, kernelShape } from './mobilenetv2.js';
+import { type ConvLayer, kernelShape, walkNetwork } from './mobilenetv2.js';
 import { PREPROCESSING } from './preprocessing.js';
 import type { NetworkWeights } from './weights.js';
 
@@ -251,15 +251,10 @@ export function backboneFeatures(graph: GraphWriter, weights: NetworkWeights, pr
     graph.constant(RELU6_MIN, [], Float32Array.of(0));
     graph.constant(RELU6_MAX, [], Float32Array.of(6));
   }
-  let x = conv(graph, weights, arch.stem, preprocessed, scope);
-  arch.blocks.forEach((block, index) => {
-    let y = block.expand ? conv(graph, weights, block.expand, x, scope) : x;
-    y = conv(graph, weights, block.depthwise, y, scope);
-    y = conv(graph, weights, block.project, y, scope);
-    // Keras' name for the residual add of block N.
-    x = block.residual ? graph.node('Add', `${scope}block_${index}_add`, [x, y]) : y;
+  const x = walkNetwork(arch, preprocessed, {
+    conv: (layer, from) => conv(graph, weights, layer, from, scope),
+    add: (a, b, block) => graph.node('Add', `${scope}${block.name}_add`, [a, b]),
   });
-  x = conv(graph, weights, arch.head, x, scope);
   return graph.node('Flatten', output, [graph.node('GlobalAveragePool', `${scope}pooled`, [x])], { axis: 1 });
 }
 

@@ -1,7 +1,7 @@
 /**
  * The ONNX Runtime engine in its own thread: the backbone graph of onnx-graph.ts on ORT's
- * CPU execution provider, 3-4x the throughput of tfjs-wasm here
- * (../shared/notes/cpu-engines.md). On the CPU there is one such worker per core, each
+ * CPU execution provider, 2-3x the throughput of tfjs-wasm on the machines measured
+ * (README, "Measured here"). On the CPU there is one such worker per core, each
  * session with `setup.threads` (1) intra-op thread: see workersFor in backends.ts.
  * onnx-cuda is the same graph on ORT's CUDA execution provider, in one worker.
  */

@@ -1,10 +1,10 @@
 /**
  * The tfjs engine: walks the architecture's layer list with fused ops, so each
  * convolution, its folded-BatchNorm bias and ReLU6 run as one kernel (tf.layers cannot
- * fuse ReLU6, and keeping BN unfolded costs another ~2x: ../shared/notes/cpu-engines.md).
+ * fuse ReLU6, and keeping BN unfolded costs another ~2x).
  */
 import type * as tfType from '@tensorflow/tfjs';
-import { type Architecture, type ConvLayer, convLayers, kernelShape } from './mobilenetv2.js';
+import { type Architecture, type ConvLayer, convLayers, kernelShape, walkNetwork } from './mobilenetv2.js';
 import type { ConvWeights } from './weights.js';
 import { PREPROCESSING } from './preprocessing.js';
 
@@ -42,14 +42,7 @@ export function createTfjsBackbone(tf: Tf, arch: Architecture, layers: ReadonlyM
     features(pixels) {
       return tf.tidy(() => {
         let x = tf.sub(tf.div(tf.cast(pixels, 'float32'), PREPROCESSING.scale), PREPROCESSING.offset) as tfType.Tensor4D;
-        x = apply(arch.stem, x);
-        for (const block of arch.blocks) {
-          let y = block.expand ? apply(block.expand, x) : x;
-          y = apply(block.depthwise, y);
-          y = apply(block.project, y);
-          x = block.residual ? tf.add(x, y) : y;
-        }
-        x = apply(arch.head, x);
+        x = walkNetwork(arch, x, { conv: apply, add: (a, b) => tf.add(a, b) });
         return tf.mean(x, [1, 2]) as tfType.Tensor2D;
       });
     },

@@ -6,14 +6,16 @@
  */
 import { type Log, quietLog } from '../core/log.js';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve, sep } from 'node:path';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { tf } from '../core/tfjs.js';
 import envPaths from 'env-paths';
 import { download } from '../data/download.js';
 import { sha256 } from '../data/hash.js';
 import { isHttpUrl } from '../core/urls.js';
 import { UserError, messageOf } from '../core/errors.js';
+import { writeFileAtomically } from '../core/files.js';
+import { type ModelJson, insideFolder, parseModelJson, readModelFiles } from './model-files.js';
 import {
   type Architecture,
   type ConvLayer,
@@ -23,17 +25,6 @@ import {
   kernelShape,
   mobilenetV2,
 } from './mobilenetv2.js';
-
-interface WeightGroup {
-  paths: string[];
-  weights: tf.io.WeightsManifestEntry[];
-}
-
-export interface ModelJson {
-  modelTopology?: unknown;
-  weightsManifest: WeightGroup[];
-  [key: string]: unknown;
-}
 
 /** A model file as read from disk or the network, before it is matched to the architecture. */
 export interface WeightFile {
@@ -74,46 +65,9 @@ export function modelCacheDir(): string {
 
 export async function readWeightFile(source: string, log: Log = quietLog): Promise<WeightFile> {
   const modelPath = isHttpUrl(source) ? await downloadModel(source, log) : resolve(source);
-  if (!existsSync(modelPath)) throw new UserError(`model file not found: ${modelPath} (--model / model.weights)`);
-  const modelJson = parseModelJson(await readFile(modelPath, 'utf8'), source);
-  const folder = dirname(modelPath);
-  const specs = modelJson.weightsManifest.flatMap((group) => group.weights);
-  const shards: Buffer[] = [];
-  for (const group of modelJson.weightsManifest) {
-    for (const shard of group.paths) {
-      const shardPath = insideFolder(folder, shard, source);
-      try {
-        shards.push(await readFile(shardPath));
-      } catch {
-        throw new UserError(`weight shard missing: ${shardPath} (listed in ${source})`);
-      }
-    }
-  }
-  const bytes = Buffer.concat(shards);
-  const data = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+  const { modelJson, specs, bytes, data } = await readModelFiles(modelPath, source, '--model / model.weights');
   const identity = sha256(Buffer.concat([Buffer.from(JSON.stringify(specs)), bytes]));
   return { source, modelJson, specs, data, sha256: identity };
-}
-
-function parseModelJson(text: string, source: string): ModelJson {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    throw new UserError(`${source} is not a TF.js model.json (not JSON${text.trimStart().startsWith('<') ? ': looks like HTML' : ''})`);
-  }
-  const manifest = (parsed as ModelJson | null)?.weightsManifest;
-  if (!Array.isArray(manifest) || manifest.some((g) => !Array.isArray(g?.paths) || !Array.isArray(g?.weights))) {
-    throw new UserError(`${source} is not a TF.js layers model.json (no valid weightsManifest)`);
-  }
-  return parsed as ModelJson;
-}
-
-/** A shard named in model.json, refused if the name would lead outside the model's folder. */
-function insideFolder(folder: string, shard: string, source: string): string {
-  const path = resolve(folder, shard);
-  if (!path.startsWith(resolve(folder) + sep)) throw new UserError(`${source} names a weight shard outside its folder: ${shard}`);
-  return path;
 }
 
 interface DownloadRecord {
@@ -141,7 +95,7 @@ async function downloadModel(url: string, log: Log): Promise<string> {
   for (const shard of modelJson.weightsManifest.flatMap((group) => group.paths)) {
     files[shard] = await download(new URL(shard, url).href, insideFolder(folder, shard, url), { what: `weight shard ${shard}` });
   }
-  await writeFile(recordPath, JSON.stringify({ url, files } satisfies DownloadRecord, null, 2));
+  await writeFileAtomically(recordPath, JSON.stringify({ url, files } satisfies DownloadRecord, null, 2), 'the model cache');
   return join(folder, 'model.json');
 }
 

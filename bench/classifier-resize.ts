@@ -22,7 +22,7 @@ import { openDatabase } from '../cache/database.js';
 import { latestExtractRun, listItems, loadVectors } from '../cache/features.js';
 import { loadSplit } from '../cache/sweeps.js';
 import { chooseSweep, findRun, sweepResults } from '../stages/report.js';
-import { argmax } from '../stages/sweep/head.js';
+import { argmax } from '../core/arrays.js';
 import { EngineBySize, decodeFull, maxAbsDiff, referenceClassifier, sharpResized } from '../test/helpers/classifier-reference.js';
 import { median } from './machine.js';
 

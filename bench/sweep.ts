@@ -18,8 +18,10 @@ import { openDatabase } from '../cache/database.js';
 import { type ExtractSummary, runExtract } from '../stages/extract.js';
 import { loadSweepData } from '../stages/sweep.js';
 import { trainReference } from '../stages/sweep/reference.js';
+import { SweepSchema } from '../stages/sweep/config.js';
+import { headParams, planRuns } from '../stages/sweep/plan.js';
 import { trainBatched } from './trainer-batched.js';
-import { type EarlyStopping, type HeadParams, type RunResult, type RunSpec, type TrainData, trainHeads, workerCount } from '../stages/sweep/trainer.js';
+import { type EarlyStopping, type RunResult, type RunSpec, type TrainData, trainHeads, workerCount } from '../stages/sweep/trainer.js';
 import { syntheticData } from '../test/helpers/synthetic.js';
 import { median } from './machine.js';
 
@@ -28,27 +30,18 @@ const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const SHARED = resolve(REPO_ROOT, '..', 'shared');
 const FEATURE_CACHE = join(REPO_ROOT, 'runs/bench/trashnet-224.sqlite');
 
-const DEFAULTS: HeadParams = {
-  dropout: 0, learningRate: 0.001, epochs: 50, batchSize: 32, optimizer: 'adam',
-  hiddenUnits: 0, weightDecay: 0, labelSmoothing: 0, classWeight: 'none',
-};
-const EARLY: EarlyStopping = { monitor: 'val_loss', patience: 5 };
+/** The sweep `pipeline sweep` trains when the config has no `sweep:` section. */
+const DEFAULT_SWEEP = SweepSchema.parse({});
+const EARLY: EarlyStopping = DEFAULT_SWEEP.early_stopping;
 const REPEATS = 3;
 /** Reference runs actually timed; the rest is extrapolated per epoch. */
 const REFERENCE_SAMPLE = 4;
 /** Epochs of the batched tfjs head actually timed per repeat; the rest is extrapolated per run-epoch. */
 const BATCHED_EPOCHS = 2;
 
+/** The default sweep's runs, keyed as `pipeline sweep` keys them (so each run draws the same random streams). */
 export function defaultSweep(): RunSpec[] {
-  const runs: RunSpec[] = [];
-  for (const dropout of [0, 0.2, 0.4, 0.6]) {
-    for (const learningRate of [0.0003, 0.001, 0.003, 0.01]) {
-      for (const seed of [1, 2, 3]) {
-        runs.push({ key: `dropout=${dropout},lr=${learningRate}`, seed, params: { ...DEFAULTS, dropout, learningRate } });
-      }
-    }
-  }
-  return runs;
+  return planRuns(DEFAULT_SWEEP).map((run) => ({ key: run.runKey, seed: run.seed, params: headParams(run) }));
 }
 
 /** Real TrashNet features through the project's own extract stage, cached so later runs reuse them. */
@@ -86,8 +79,12 @@ async function loadData(): Promise<{ data: TrainData; source: string }> {
 
 /** The variant with the lowest mean best-epoch val loss over its seeds, and its mean val/test accuracy. */
 function winner(results: RunResult[]): string {
+  const variantOf = new Map(planRuns(DEFAULT_SWEEP).map((run) => [run.runKey, run.variantKey]));
   const byKey = new Map<string, RunResult[]>();
-  for (const r of results) byKey.set(r.key, [...(byKey.get(r.key) ?? []), r]);
+  for (const r of results) {
+    const variant = variantOf.get(r.key) ?? r.key;
+    byKey.set(variant, [...(byKey.get(variant) ?? []), r]);
+  }
   const mean = (rs: RunResult[], f: (r: RunResult) => number) => rs.reduce((s, r) => s + f(r), 0) / rs.length;
   const [key, runs] = [...byKey].sort(([, a], [, b]) => mean(a, (r) => r.val.loss) - mean(b, (r) => r.val.loss))[0];
   return `winner ${key}: val loss ${mean(runs, (r) => r.val.loss).toFixed(4)}, val acc ${(100 * mean(runs, (r) => r.val.accuracy)).toFixed(2)}%, ` +

@@ -3,6 +3,9 @@
  * so `--model`, `--data`, `dataset.url` and `--db` agree on what a URL is.
  */
 
+/** Any `scheme://` (RFC 3986 scheme, any case): the value is a URL, not a path. */
+export const hasUrlScheme = (value: string): boolean => /^[a-z][a-z0-9+.-]*:\/\//i.test(value);
+
 /** http:// or https:// (any case): something to download. */
 export const isHttpUrl = (value: string): boolean => /^https?:\/\//i.test(value);
 

@@ -11,7 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, extname, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UserError, messageOf } from '../core/errors.js';
-import { isHttpUrl } from '../core/urls.js';
+import { hasUrlScheme, isHttpUrl } from '../core/urls.js';
 import type { Split } from './dataset.js';
 
 export interface ManifestEntry {
@@ -51,7 +51,7 @@ export async function readManifest(file: string): Promise<ManifestEntry[]> {
     if (split !== null && (typeof split !== 'string' || !(SPLITS.includes(split) || split === ''))) {
       throw new UserError(`${at}: split: expected train, val, test or nothing, got ${JSON.stringify(split)}`);
     }
-    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(source) && !isHttpUrl(source)) throw new UserError(`${at}: url_or_path: only http(s) URLs can be fetched: ${source}`);
+    if (hasUrlScheme(source) && !isHttpUrl(source)) throw new UserError(`${at}: url_or_path: only http(s) URLs can be fetched: ${source}`);
     return {
       source,
       location: isHttpUrl(source) ? source : resolve(base, source),

@@ -3,6 +3,8 @@
  * point (after the work in flight is saved); a second one exits at once. SIGKILL needs no
  * handler: every stage commits in transactions, so a rerun resumes.
  */
+import { EXIT } from './exit-codes.js';
+
 export interface Interrupt {
   requested(): boolean;
   dispose(): void;
@@ -13,7 +15,7 @@ export function onInterrupt(message: string): Interrupt {
   const handler = () => {
     count++;
     if (count === 1) process.stderr.write(`\n${message}\n`);
-    else process.exit(130);
+    else process.exit(EXIT.interrupted);
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);

@@ -9,6 +9,7 @@
 import { type Stats, accessSync, constants, statSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { UserError } from '../core/errors.js';
+import { isHttpUrl } from '../core/urls.js';
 
 /** Linux' limits: NAME_MAX bytes per path component, PATH_MAX bytes per path. */
 const NAME_MAX = 255;
@@ -139,8 +140,6 @@ function dirExists(path: string): boolean {
   }
 }
 
-const isUrl = (path: string) => /^https?:\/\//i.test(path);
-
 /** The name of a setting in errors: the flag when it was given, else the config field (and its file). */
 function nameOf(flag: string, field: string, flags: Flags, config: ConfiguredPaths): string {
   if (flags[flag] !== undefined) return `--${flag}`;
@@ -172,7 +171,7 @@ export function checkCommandPaths(argv: object, config: ConfiguredPaths): void {
       if (url && !look(root, nameOf('data', 'dataset.root', flags, config))) requireOutputFolder(root, nameOf('data', 'dataset.root', flags, config));
       else requireInputFolder(root, nameOf('data', 'dataset.root', flags, config));
       if (splits) requireInputFolder(splits, nameOf('splits', 'dataset.splits', flags, config));
-      if (!isUrl(config.model.weights)) requireInputFile(config.model.weights, nameOf('model', 'model.weights', flags, config));
+      if (!isHttpUrl(config.model.weights)) requireInputFile(config.model.weights, nameOf('model', 'model.weights', flags, config));
       return requireDatabaseFile(config.cache.db, db(), 'create');
     }
     case 'sweep':

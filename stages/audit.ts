@@ -19,7 +19,8 @@ import { perceptualHashes } from './audit/hashes.js';
 import { confidentLearning, labelIssueRows, outOfSampleProbabilities } from './audit/labels.js';
 import { umapLayout } from './audit/map.js';
 import { findNeighbours } from './audit/neighbours.js';
-import { argmaxRows, leakFreeAccuracy } from './report.js';
+import { leakFreeAccuracy } from './report.js';
+import { argmaxRows } from '../core/arrays.js';
 import type { AuditResult, LeakFreeAccuracy, Outlier } from './audit/result.js';
 
 export type { AuditResult, LabelIssue, LeakFreeAccuracy, Outlier } from './audit/result.js';

@@ -18,6 +18,7 @@ import { type RawImage, type View, parseViews } from '../data/views.js';
 import { type InputSize, formatSize, parseSize } from '../backbone/preprocessing.js';
 import { activateBackend } from '../backbone/backends.js';
 import { type OnnxClassifierSession, openClassifierSession } from '../backbone/onnx-classifier.js';
+import { readModelFiles } from '../backbone/model-files.js';
 import { UserError, messageOf } from '../core/errors.js';
 import type { ExportMetadata } from './export.js';
 
@@ -113,21 +114,11 @@ export async function loadExportedModel(modelPath: string): Promise<LoadedModel>
     return { runtime: 'onnx', dir, metadata, recipe, session };
   }
 
-  const modelJson = (await readJson('model.json')) as Partial<tf.io.ModelJSON>;
-  if (!modelJson.modelTopology || !Array.isArray(modelJson.weightsManifest)) {
-    throw new UserError(`--model ${modelPath}: model.json is not a TF.js layers model`);
-  }
-  const weightSpecs: tf.io.WeightsManifestEntry[] = [];
-  const shards: Buffer[] = [];
-  for (const group of modelJson.weightsManifest) {
-    weightSpecs.push(...group.weights);
-    for (const path of group.paths) shards.push(await readBytes(path, `weight shard ${path} is missing`));
-  }
-  const bytes = Buffer.concat(shards);
-  const weightData = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+  const { modelJson, specs: weightSpecs, data: weightData } = await readModelFiles(join(dir, 'model.json'), `--model ${modelPath}`, '--model');
+  if (!modelJson.modelTopology) throw new UserError(`--model ${modelPath}: model.json is not a TF.js layers model`);
   let model: tf.LayersModel;
   try {
-    model = await tf.loadLayersModel(tf.io.fromMemory({ modelTopology: modelJson.modelTopology, weightSpecs, weightData }));
+    model = await tf.loadLayersModel(tf.io.fromMemory({ modelTopology: modelJson.modelTopology as tf.io.ModelJSON['modelTopology'], weightSpecs, weightData }));
   } catch (error) {
     throw new UserError(`--model ${modelPath}: cannot load the model: ${messageOf(error).split('\n')[0]}`);
   }

@@ -11,6 +11,7 @@ import type { Split } from '../data/dataset.js';
 import { UserError } from '../core/errors.js';
 import type { AuditResult, LeakFreeAccuracy } from './audit/result.js';
 import { testCopies } from './audit/duplicates.js';
+import { argmaxRows } from '../core/arrays.js';
 import type { SweepConfig } from './sweep/config.js';
 import { type Metric, type VariantSummary, rankVariants, varyingParameters } from './sweep/ranking.js';
 
@@ -323,17 +324,6 @@ export function pinnedData(db: Db, sweep: SweepRow): { labels: string[]; train: 
   const members = loadSweepMembers(db, sweep.id);
   const part = (split: Split) => members.filter((m) => m.split === split);
   return { labels: sweep.labels, train: part('train'), val: part('val'), test: part('test') };
-}
-
-export function argmaxRows(probabilities: Float32Array, classes: number): Int32Array {
-  const rows = probabilities.length / classes;
-  const out = new Int32Array(rows);
-  for (let i = 0; i < rows; i++) {
-    let best = 0;
-    for (let c = 1; c < classes; c++) if (probabilities[i * classes + c] > probabilities[i * classes + best]) best = c;
-    out[i] = best;
-  }
-  return out;
 }
 
 const round = (value: number, digits: number) => Number(value.toFixed(digits));

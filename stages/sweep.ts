@@ -27,10 +27,10 @@ import { sha256 } from '../data/hash.js';
 import { UserError } from '../core/errors.js';
 import type { SweepConfig } from './sweep/config.js';
 import { classificationReport } from './sweep/metrics.js';
-import { type PlannedRun, planRuns } from './sweep/plan.js';
+import { type PlannedRun, headParams, planRuns } from './sweep/plan.js';
 import { type VariantSummary, rankVariants } from './sweep/ranking.js';
 import { makeSplit } from './sweep/split.js';
-import { type HeadParams, type RunResult, type SplitData, type TrainData, trainHeads, workerCount } from './sweep/trainer.js';
+import { type RunResult, type SplitData, type TrainData, trainHeads, workerCount } from './sweep/trainer.js';
 
 /**
  * The trainer's identity, stored with each sweep and part of its configuration hash: heads
@@ -235,21 +235,6 @@ function currentSplit(db: Db, featureSet: string, items: ReturnType<typeof listI
   const split = makeSplit(items);
   saveSplit(db, featureSet, split);
   return split;
-}
-
-function headParams(run: PlannedRun): HeadParams {
-  const v = run.variant;
-  return {
-    dropout: v.dropout as number,
-    learningRate: v.learning_rate as number,
-    epochs: v.epochs as number,
-    batchSize: v.batch_size as number,
-    optimizer: v.optimizer as HeadParams['optimizer'],
-    hiddenUnits: v.hidden_units as number,
-    weightDecay: v.weight_decay as number,
-    labelSmoothing: v.label_smoothing as number,
-    classWeight: v.class_weight as HeadParams['classWeight'],
-  };
 }
 
 function storedRun(plan: PlannedRun, result: RunResult, data: SweepData): StoredRun {

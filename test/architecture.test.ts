@@ -4,8 +4,8 @@ import { PUBLISHED_ALPHAS, convLayers, kernelShape, makeDivisible, mobilenetV2 }
 import { SHARED_MODEL_035, SHARED_MODEL_100, testWithShared } from './helpers/shared.js';
 
 /**
- * Keras' `_make_divisible(v, 8)` outputs, computed with the Python function from
- * keras/applications/mobilenet_v2.py:
+ * Keras' `_make_divisible(v, 8)` outputs, computed with the Python function Keras'
+ * MobileNetV2 application uses:
  *   new_v = max(8, int(v + 4) // 8 * 8); if new_v < 0.9 * v: new_v += 8
  */
 const KERAS_MAKE_DIVISIBLE: ReadonlyArray<readonly [number, number]> = [

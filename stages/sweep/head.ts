@@ -10,7 +10,9 @@
 import { dropoutThreshold, glorotUniform, runStreams, type RandomStream } from './random.js';
 import type { Split } from '../../data/dataset.js';
 import { Kernels } from './simd.js';
-import type { HeadParams, RunSpec, TrainData } from './trainer.js';
+import { argmax } from '../../core/arrays.js';
+import { balancedWeights } from './class-weights.js';
+import type { HeadParams, RunSpec, TrainData } from './types.js';
 
 const BETA1 = 0.9;
 const BETA2 = 0.999;
@@ -311,12 +313,6 @@ export class HeadTrainer {
   }
 }
 
-/** sklearn's 'balanced': n / (classes * count[c]); absent classes get weight 0 (they never occur). */
-function balancedWeights(counts: Int32Array): Float64Array {
-  const total = counts.reduce((a, b) => a + b, 0);
-  return Float64Array.from(counts, (count) => (count ? total / (counts.length * count) : 0));
-}
-
 /** Writes softmax(scores) into out (same length). */
 export function softmaxInto(out: Float64Array | Float32Array, scores: ArrayLike<number>): void {
   let max = -Infinity;
@@ -329,10 +325,4 @@ export function softmaxInto(out: Float64Array | Float32Array, scores: ArrayLike<
 /** -log p[label], with p clipped to [eps, 1 - eps] as Keras' categorical cross-entropy does. */
 export function crossEntropy(probabilities: ArrayLike<number>, label: number): number {
   return -Math.log(Math.min(Math.max(probabilities[label], EPSILON), 1 - EPSILON));
-}
-
-export function argmax(values: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
-  return best;
 }

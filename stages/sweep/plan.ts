@@ -11,6 +11,7 @@ import {
   type ParameterValue,
   type SweepConfig,
 } from './config.js';
+import type { HeadParams } from './types.js';
 
 export type Variant = Record<ParameterName, ParameterValue>;
 
@@ -41,6 +42,22 @@ export function planRuns(sweep: SweepConfig): PlannedRun[] {
     const variantKey = JSON.stringify(variant, PARAMETER_NAMES);
     return sweep.seeds.map((seed) => ({ variantKey, runKey: `${variantKey}#${seed}`, variant, seed }));
   });
+}
+
+/** A planned run's variant as the trainer takes it. */
+export function headParams(run: PlannedRun): HeadParams {
+  const v = run.variant;
+  return {
+    dropout: v.dropout as number,
+    learningRate: v.learning_rate as number,
+    epochs: v.epochs as number,
+    batchSize: v.batch_size as number,
+    optimizer: v.optimizer as HeadParams['optimizer'],
+    hiddenUnits: v.hidden_units as number,
+    weightDecay: v.weight_decay as number,
+    labelSmoothing: v.label_smoothing as number,
+    classWeight: v.class_weight as HeadParams['classWeight'],
+  };
 }
 
 function choices(spec: ParameterSpec): ParameterValue[] {

@@ -9,7 +9,7 @@
  * Bytes are read little-endian.
  */
 import { createCipheriv, createHash, type Cipher } from 'node:crypto';
-import type { RunSpec } from './trainer.js';
+import type { RunSpec } from './types.js';
 
 export type Purpose = 'init' | 'shuffle' | 'dropout';
 

@@ -6,7 +6,8 @@
  */
 import type * as tfjs from '@tensorflow/tfjs';
 import { EPSILON } from './head.js';
-import type { EarlyStopping, HeadParams, RunSpec, SplitData, TrainData } from './trainer.js';
+import { balancedWeights, classCounts } from './class-weights.js';
+import type { EarlyStopping, HeadParams, RunSpec, SplitData, TrainData } from './types.js';
 
 type Tf = typeof tfjs;
 
@@ -45,10 +46,9 @@ function oneHot(tf: Tf, labels: Int32Array, classes: number): tfjs.Tensor2D {
   return tf.tidy(() => tf.oneHot(tf.tensor1d(labels, 'int32'), classes).toFloat() as tfjs.Tensor2D);
 }
 
+/** The balanced class weights as tf.layers' classWeight option takes them. */
 function balancedClassWeight(labels: Int32Array, classes: number): Record<number, number> {
-  const counts = new Array<number>(classes).fill(0);
-  for (const label of labels) counts[label]++;
-  return Object.fromEntries(counts.map((count, c) => [c, count ? labels.length / (classes * count) : 0]));
+  return Object.fromEntries(Array.from(balancedWeights(classCounts(labels, classes)), (weight, c) => [c, weight]));
 }
 
 export interface ReferenceResult { bestEpoch: number; epochsRun: number; valLoss: number; valAccuracy: number; testAccuracy: number; seconds: number }

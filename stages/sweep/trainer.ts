@@ -1,8 +1,8 @@
 /**
  * The trainer behind `pipeline sweep`: many small dense heads over cached embeddings.
  *
- * Runs are independent, so they are spread over worker threads (one per core), each of
- * which trains whole runs one at a time with the SIMD kernels (worker.ts, head.ts) and
+ * Runs are independent, so they are spread over worker threads (one per core, in the
+ * project's worker pool, core/worker-pool.ts), each of which trains whole runs one at a time with the SIMD kernels (worker.ts, head.ts) and
  * takes the next pending run when it is done: the cores stay busy until the last run,
  * however early the others stop. A run's numbers depend only on its spec and the data:
  * its randomness comes from its own streams and every kernel reduces in a fixed order, so
@@ -10,51 +10,13 @@
  * tfjs is involved, so they do not depend on the tfjs backend either.
  */
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
 import { kernelModule } from './simd.js';
-import type { WorkerSetup } from './worker.js';
+import { PoolClosedError, startWorkerPool } from '../../core/worker-pool.js';
+import { messageOf } from '../../core/errors.js';
+import type { EarlyStopping, RunResult, RunSpec, TrainData, WorkerSetup } from './types.js';
 
-export interface HeadParams {
-  dropout: number;
-  learningRate: number;
-  epochs: number;
-  batchSize: number;
-  optimizer: 'adam' | 'sgd' | 'rmsprop';
-  /** 0 = no hidden layer; otherwise Dropout -> Dense(hidden, relu) -> Dropout -> Dense(classes), same rate twice. Multiple of 8. */
-  hiddenUnits: number;
-  /** Keras l2(weightDecay) on the kernels (not biases): weightDecay * sum(w^2) added to the training loss. */
-  weightDecay: number;
-  labelSmoothing: number;
-  classWeight: 'none' | 'balanced';
-}
-export interface RunSpec { key: string; params: HeadParams; seed: number }
-/**
- * One split: x holds `views` rows per image, image-major (image i's views are rows
- * i * views .. i * views + views - 1, view 0 the original), y one class index per image.
- * With views > 1 (val and test only; train's views are simply more rows), a split is scored
- * on each image's probabilities averaged over its views.
- */
-export interface SplitData { x: Float32Array /* n * views x dim, row-major */; y: Int32Array /* class index per image */; views?: number /* default 1 */ }
-/** dim: any multiple of 8 (the SIMD kernels' block), e.g. 2560 for two concatenated 1280-d sizes. */
-export interface TrainData { dim: number; classes: number; train: SplitData; val: SplitData; test: SplitData }
-export interface EarlyStopping { monitor: 'val_loss' | 'val_accuracy'; patience: number } // patience 0 = off
-export interface EpochCurves { trainLoss: number[]; trainAccuracy: number[]; valLoss: number[]; valAccuracy: number[] }
-/** loss: mean categorical cross-entropy against the plain labels (no smoothing, no class weights). */
-export interface SplitScores { loss: number; accuracy: number }
-/** A split's scores over its images, with per-image predictions and probabilities averaged over views. */
-export interface TestScores extends SplitScores {
-  predicted: Int32Array; probabilities: Float32Array /* images x classes */;
-  /** accuracy of view 0 alone (no test-time averaging); equals accuracy with one view */
-  firstViewAccuracy: number;
-}
-export interface RunResult {
-  key: string; seed: number; bestEpoch: number /* 1-based */; epochsRun: number; curves: EpochCurves;
-  train: SplitScores; val: SplitScores; test: TestScores;
-  /** the restored best weights, Keras names and layout: dense/kernel [dim, units], dense/bias, dense_1/... */
-  weights: { name: string; shape: number[]; values: Float32Array }[];
-  /** wall time of this run in its worker */
-  trainSeconds: number;
-}
+export type { EarlyStopping, EpochCurves, HeadParams, RunResult, RunSpec, SplitData, SplitScores, TestScores, TrainData } from './types.js';
+
 export interface TrainOptions {
   onRunFinished?: (result: RunResult) => void | Promise<void>;
   /** polled while training; when true, runs in progress are abandoned and trainHeads returns the runs finished so far */
@@ -70,29 +32,39 @@ export async function trainHeads(data: TrainData, runs: RunSpec[], early: EarlyS
   validate(data, runs);
   if (!runs.length) return [];
   const setup: WorkerSetup = { module: await kernelModule(), data, early };
-  const workers = Array.from({ length: Math.min(options.workers ?? workerCount(runs.length), runs.length) },
-    () => new Worker(new URL('./worker.js', import.meta.url), { workerData: setup }));
+  const pool = await startWorkerPool<RunSpec, RunResult>({
+    script: new URL('./worker.js', import.meta.url),
+    workerData: setup,
+    size: Math.min(options.workers ?? workerCount(runs.length), runs.length),
+  });
   const finished = new Map<RunSpec, RunResult>();
   let stopped = false;
   const stop = () => {
     stopped ||= options.shouldStop?.() ?? false;
     return stopped;
   };
-  const poll = setInterval(() => { if (stop()) for (const worker of workers) void worker.terminate(); }, STOP_POLL_MS);
+  const poll = setInterval(() => { if (stop()) void pool.close(); }, STOP_POLL_MS);
   let next = 0;
   try {
-    await Promise.all(workers.map(async (worker) => {
+    // One lane per worker, each taking the next pending run as soon as its last one is done.
+    await Promise.all(Array.from({ length: pool.size }, async () => {
       while (next < runs.length && !stop()) {
         const spec = runs[next++];
-        const result = await train(worker, spec);
-        if (!result || stop()) return; // terminated, or finished after the stop: not reported
+        let result: RunResult;
+        try {
+          result = await pool.run(spec);
+        } catch (error) {
+          if (error instanceof PoolClosedError) return; // stopped: the run in progress is abandoned
+          throw new Error(`sweep worker failed on ${spec.key} seed ${spec.seed}: ${messageOf(error)}`);
+        }
+        if (stop()) return; // finished after the stop: not reported
         finished.set(spec, result);
         await options.onRunFinished?.(result);
       }
     }));
   } finally {
     clearInterval(poll);
-    await Promise.all(workers.map((worker) => worker.terminate()));
+    await pool.close();
   }
   return runs.flatMap((spec) => finished.get(spec) ?? []);
 }
@@ -100,21 +72,6 @@ export async function trainHeads(data: TrainData, runs: RunSpec[], early: EarlyS
 /** One worker thread per core, never more than there are runs. */
 export function workerCount(runs: number): number {
   return Math.min(availableParallelism(), runs);
-}
-
-/** The worker's result for `spec`, or null if the worker was terminated first. */
-function train(worker: Worker, spec: RunSpec): Promise<RunResult | null> {
-  return new Promise((resolve, reject) => {
-    const settle = (finish: () => void) => {
-      worker.off('message', onMessage).off('error', onError).off('exit', onExit);
-      finish();
-    };
-    const onMessage = (result: RunResult) => settle(() => resolve(result));
-    const onError = (error: Error) => settle(() => reject(new Error(`sweep worker failed on ${spec.key} seed ${spec.seed}: ${error.message}`)));
-    const onExit = () => settle(() => resolve(null));
-    worker.on('message', onMessage).on('error', onError).on('exit', onExit);
-    worker.postMessage(spec);
-  });
 }
 
 function validate(data: TrainData, runs: RunSpec[]): void {

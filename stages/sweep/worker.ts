@@ -10,10 +10,10 @@
  * (min_delta 0); patience 0 disables stopping but the best epoch is still restored.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { HeadTrainer, argmax, crossEntropy, softmaxInto } from './head.js';
-import type { EarlyStopping, EpochCurves, RunResult, RunSpec, SplitData, SplitScores, TestScores, TrainData } from './trainer.js';
-
-export interface WorkerSetup { module: WebAssembly.Module; data: TrainData; early: EarlyStopping }
+import { HeadTrainer, crossEntropy, softmaxInto } from './head.js';
+import { argmax } from '../../core/arrays.js';
+import { classCounts } from './class-weights.js';
+import type { EpochCurves, RunResult, RunSpec, SplitData, SplitScores, TestScores, WorkerSetup } from './types.js';
 
 const { module, data, early } = workerData as WorkerSetup;
 const counts = classCounts(data.train.y, data.classes);
@@ -58,12 +58,6 @@ function fitRun(spec: RunSpec): RunResult {
     weights: trainer.weights(),
     trainSeconds: (performance.now() - started) / 1000,
   };
-}
-
-function classCounts(labels: Int32Array, classes: number): Int32Array {
-  const counts = new Int32Array(classes);
-  for (const label of labels) counts[label]++;
-  return counts;
 }
 
 const scores = ({ loss, accuracy }: TestScores): SplitScores => ({ loss, accuracy });

@@ -1,5 +1,5 @@
 /**
- * Issue part 1: a messy dataset folder. Every awkward file sits in a generated fixture
+ * Fault cases 1.x (README, "Fault injection"): a messy dataset folder. Every awkward file sits in a generated fixture
  * among good images; `pipeline extract` (the real binary) must give each a per-file error
  * or handle it correctly, and still extract every good image with the same numbers as a
  * clean run over the good images alone (bitwise).

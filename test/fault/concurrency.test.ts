@@ -1,5 +1,5 @@
 /**
- * Issue part 3: two `pipeline extract` processes on the same SQLite file at once (started
+ * Fault cases 3.x (README, "Fault injection"): two `pipeline extract` processes on the same SQLite file at once (started
  * together, and staggered) finish without errors, corruption or duplicate rows, with the
  * clean run's numbers; and `pipeline report` run again and again during a sweep always
  * reads a consistent state (a snapshot of finished runs, equal to the final ones).

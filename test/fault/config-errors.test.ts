@@ -1,5 +1,5 @@
 /**
- * Issue part 4: hand-edited config files, bad flags, bad model sources and unusable
+ * Fault cases 4.x (README, "Fault injection"): hand-edited config files, bad flags, bad model sources and unusable
  * database files. Each must give exactly one `pipeline: ...` line on stderr (naming the
  * file, line and column for config files), exit code 1, and leave an existing cache's
  * bytes unchanged (sha256 of the database and its WAL before and after).

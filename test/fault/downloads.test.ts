@@ -1,5 +1,5 @@
 /**
- * Issue part 5: downloads through the real CLI from a misbehaving server on 127.0.0.1.
+ * Fault cases 5.x (README, "Fault injection"): downloads through the real CLI from a misbehaving server on 127.0.0.1.
  * A connection cut (with or without Content-Length), wrong bytes, a SIGKILL mid-download:
  * no partial file ever sits where a complete one is expected (the model cache's
  * model.json / weights.bin / download.json, the dataset's zip and folder), the error is one

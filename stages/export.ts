@@ -17,7 +17,7 @@ import { tf } from '../core/tfjs.js';
 import { buildLayersModel, headFromArrays } from '../backbone/layers-model.js';
 import { PREPROCESSING, type ResizeMode } from '../backbone/preprocessing.js';
 import { backboneWeights, readWeightFile } from '../backbone/weights.js';
-import type { Db } from '../cache/database.js';
+import type { StoreLike } from '../cache/store.js';
 import { activateBackend } from '../backbone/backends.js';
 import { UserError, messageOf } from '../core/errors.js';
 import { chooseSweep, findRun, sweepResults } from './report.js';
@@ -83,7 +83,7 @@ export interface ExportMetadata {
 }
 
 export interface ExportOptions {
-  readonly db: Db;
+  readonly db: StoreLike;
   /** Sweep id; the latest sweep when absent. */
   readonly sweepId?: number;
   /** 'best' (the best seed of the winning variant) or a run key. */
@@ -110,8 +110,8 @@ const SHARD_BYTES = 4 * 1024 * 1024;
 export async function exportModel(options: ExportOptions): Promise<ExportOutcome> {
   const log = options.log ?? quietLog;
   const { db } = options;
-  const sweep = chooseSweep(db, options.sweepId);
-  const results = sweepResults(db, sweep);
+  const sweep = await chooseSweep(db, options.sweepId);
+  const results = await sweepResults(db, sweep);
   const run = findRun(results, options.run);
   const featureSet = results.featureSet;
 

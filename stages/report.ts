@@ -3,9 +3,9 @@
  * the terminal, JSON and HTML renderings all read. Field names here are the JSON API
  * (documented in README): change them only with the README.
  */
-import type { Db } from '../cache/database.js';
-import { type FeatureSet, getFeatureSet, latestExtractRun } from '../cache/features.js';
-import { type StoredRun, type SweepMember, type SweepRow, getSweep, listSweeps, loadRuns, loadSweepMembers } from '../cache/sweeps.js';
+import type { FeatureSet } from '../cache/features.js';
+import { type StoreLike, storeOf } from '../cache/store.js';
+import type { StoredRun, SweepMember, SweepRow } from '../cache/sweeps.js';
 import type { Split } from '../data/dataset.js';
 import { UserError } from '../core/errors.js';
 import type { SweepConfig } from './sweep/config.js';
@@ -99,13 +99,14 @@ export interface ReportFacts {
 }
 
 /** The sweep asked for, or the latest one. */
-export function chooseSweep(db: Db, id: number | undefined): SweepRow {
+export async function chooseSweep(db: StoreLike, id: number | undefined): Promise<SweepRow> {
+  const store = storeOf(db);
   if (id !== undefined) {
-    const sweep = getSweep(db, id);
+    const sweep = await store.getSweep(id);
     if (!sweep) throw new UserError(`--sweep ${id}: no such sweep (pipeline report --list shows them)`);
     return sweep;
   }
-  const sweeps = listSweeps(db);
+  const sweeps = await store.listSweeps();
   if (sweeps.length === 0) throw new UserError('no sweep yet: run `pipeline sweep` first');
   return sweeps[sweeps.length - 1];
 }
@@ -118,10 +119,11 @@ export interface SweepResults {
   readonly metric: Metric;
 }
 
-export function sweepResults(db: Db, sweep: SweepRow): SweepResults {
-  const featureSet = getFeatureSet(db, sweep.featureSet)!;
+export async function sweepResults(db: StoreLike, sweep: SweepRow): Promise<SweepResults> {
+  const store = storeOf(db);
+  const featureSet = (await store.getFeatureSet(sweep.featureSet))!;
   const config = JSON.parse(sweep.configJson) as { sweep: SweepConfig };
-  const runs = loadRuns(db, sweep.id);
+  const runs = await store.loadRuns(sweep.id);
   if (runs.length === 0) throw new UserError(`sweep ${sweep.id} has no finished runs yet (pipeline sweep --resume continues it)`);
   return { sweep, featureSet, ranking: rankVariants(runs, config.sweep.metric), runs, metric: config.sweep.metric };
 }
@@ -134,14 +136,15 @@ export function findRun(results: SweepResults, runKey: string): StoredRun {
   return run;
 }
 
-export function gatherReport(db: Db, sweepRow: SweepRow): ReportFacts {
-  const data = pinnedData(db, sweepRow);
-  const results = sweepResults(db, sweepRow);
+export async function gatherReport(db: StoreLike, sweepRow: SweepRow): Promise<ReportFacts> {
+  const store = storeOf(db);
+  const data = await pinnedData(store, sweepRow);
+  const results = await sweepResults(store, sweepRow);
   const { sweep, featureSet, ranking, runs, metric } = results;
   const config = JSON.parse(sweep.configJson) as { sweep: SweepConfig };
   const winner = ranking[0];
   const best = winner.bestRun;
-  const extract = latestExtractRun(db, featureSet.id, sweep.startedAt);
+  const extract = await store.latestExtractRun(featureSet.id, sweep.startedAt);
   const classes = data.labels.length;
   const predicted = argmaxRows(best.testProbabilities, classes);
   const misclassified: MisclassifiedImage[] = [];
@@ -238,13 +241,16 @@ export function gatherReport(db: Db, sweepRow: SweepRow): ReportFacts {
  * which may have changed since.
  */
 /** The images a sweep was trained and scored on, as stored with it (never the current listing). */
-export function pinnedData(db: Db, sweep: SweepRow): { labels: string[]; train: SweepMember[]; val: SweepMember[]; test: SweepMember[] } {
+export async function pinnedData(
+  db: StoreLike,
+  sweep: SweepRow,
+): Promise<{ labels: string[]; train: SweepMember[]; val: SweepMember[]; test: SweepMember[] }> {
   if (sweep.dataHash === null || sweep.labels === null) {
     throw new UserError(
       `sweep ${sweep.id} was made by an earlier pipeline that did not record which images it trained on, so its split and misclassified images cannot be shown: run \`pipeline sweep\` again`,
     );
   }
-  const members = loadSweepMembers(db, sweep.id);
+  const members = await storeOf(db).loadSweepMembers(sweep.id);
   const part = (split: Split) => members.filter((m) => m.split === split);
   return { labels: sweep.labels, train: part('train'), val: part('val'), test: part('test') };
 }

@@ -1,0 +1,138 @@
+/**
+ * The one storage interface every command works through, with two implementations: the
+ * embedded SQLite file (cache/sqlite-store.ts) and a shared PostgreSQL server
+ * (cache/postgres/store.ts). `openStore` is the registry: the `--db` / `cache.db` value
+ * alone decides which one serves. Every method is async because the server is; the SQLite
+ * one answers at once. All SQL stays behind this interface, in cache/.
+ */
+import type { MapPoint, StoredAudit } from './audit.js';
+import { type Db, guardDatabase } from './database.js';
+import type { BatchResult, ExtractRun, FailureRow, FeatureSet, FeatureSetSummary, ItemRow } from './features.js';
+import type { NewSweep, SplitRow, StoredRun, SweepMember, SweepRow } from './sweeps.js';
+import { isPostgresUrl, redact } from '../core/urls.js';
+import { openSqliteStore, sqliteStore } from './sqlite-store.js';
+
+export interface Store {
+  readonly kind: 'sqlite' | 'postgres';
+  /** How messages and listings name the store: the file's path, or the URL without its password. */
+  readonly location: string;
+
+  ensureFeatureSet(set: Omit<FeatureSet, 'createdAt'>): Promise<FeatureSet>;
+  getFeatureSet(id: string): Promise<FeatureSet | undefined>;
+  listFeatureSets(): Promise<FeatureSetSummary[]>;
+  replaceItems(featureSet: string, items: readonly ItemRow[]): Promise<void>;
+  listItems(featureSet: string): Promise<ItemRow[]>;
+  extractedHashes(featureSet: string, view?: string): Promise<Set<string>>;
+  saveBatch(featureSet: string, batch: BatchResult): Promise<void>;
+  listFailures(featureSet: string): Promise<FailureRow[]>;
+  loadVectors(featureSet: string, hashes: readonly string[], view?: string): Promise<Map<string, Float32Array>>;
+  startExtractRun(featureSet: string, datasetRoot: string, images: number): Promise<number>;
+  finishExtractRun(
+    id: number,
+    outcome: { status: 'done' | 'interrupted' | 'failed'; extracted: number; failed: number; seconds: number },
+  ): Promise<void>;
+  latestExtractRun(featureSet: string, before?: string): Promise<ExtractRun | undefined>;
+
+  loadSplit(featureSet: string): Promise<SplitRow[]>;
+  saveSplit(featureSet: string, rows: readonly SplitRow[]): Promise<void>;
+  createSweep(sweep: NewSweep, members: readonly SweepMember[]): Promise<number>;
+  loadSweepMembers(sweepId: number): Promise<SweepMember[]>;
+  getSweep(id: number): Promise<SweepRow | undefined>;
+  listSweeps(): Promise<SweepRow[]>;
+  findSweep(featureSet: string, configHash: string, dataHash?: string): Promise<SweepRow | undefined>;
+  finishSweep(id: number, status: 'interrupted' | 'done', seconds: number): Promise<void>;
+  finishedRunKeys(sweepId: number): Promise<Set<string>>;
+  saveRun(sweepId: number, run: StoredRun): Promise<void>;
+  loadRuns(sweepId: number): Promise<StoredRun[]>;
+
+  loadPerceptualHashes(hashes: readonly string[]): Promise<Map<string, string>>;
+  savePerceptualHashes(rows: ReadonlyArray<{ sha256: string; phash: string }>): Promise<void>;
+  saveAudit(audit: { featureSet: string; config: unknown; result: unknown; seconds: number; map: readonly MapPoint[] }): Promise<number>;
+  latestAudit<R>(featureSet: string): Promise<StoredAudit<R> | undefined>;
+
+  /** Work shared between processes and machines; only a server store has it. */
+  readonly shards?: ShardQueue;
+
+  /** Runs work, turning failures a user can act on (read-only, full disk, lost server) into one line naming the store. */
+  guard<T>(work: () => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+/** One shard of a distributed extraction, as a worker receives it. */
+export interface Shard {
+  readonly shard: number;
+  readonly items: ReadonlyArray<{ readonly path: string; readonly sha256: string }>;
+}
+
+export interface ShardPlan {
+  readonly shards: number;
+  /** False when another process (or an earlier run) planned this listing already. */
+  readonly created: boolean;
+}
+
+/** What `pipeline cache` shows of a feature set's distributed extraction. */
+export interface ShardProgress {
+  readonly shards: number;
+  readonly done: number;
+  readonly running: number;
+  readonly waiting: number;
+  readonly failed: number;
+  readonly images: number;
+  readonly imagesDone: number;
+  /** Workers that reported in the last minute. */
+  readonly workersSeen: number;
+  /** Images of the shards completed in the last minute, per second. */
+  readonly imagesPerSecond: number;
+  /** Images of the shards completed since `since`, per second of that time (for a worker's summary). */
+  readonly imagesPerSecondSince?: number;
+}
+
+export interface ShardWorkerOptions {
+  readonly workerId: string;
+  readonly shouldStop?: () => boolean;
+  /** After each committed shard: the shard, the vectors it added. */
+  readonly onCommit?: (shard: Shard, written: number) => void;
+}
+
+/** Cutting a feature set's images into shards that any number of workers claim, at most one at a time each. */
+export interface ShardQueue {
+  /** Plans and enqueues `items` once, however many processes ask at the same time. */
+  plan(featureSet: string, items: ReadonlyArray<{ path: string; sha256: string }>, options: { shardSize: number; expireInSeconds: number }): Promise<ShardPlan>;
+  /**
+   * Claims shards until every planned shard of the feature set is complete; each shard's
+   * vectors, failures and completion commit together. Returns the shards this worker did.
+   */
+  work(featureSet: string, extract: (shard: Shard) => Promise<BatchResult>, options: ShardWorkerOptions): Promise<number>;
+  progress(featureSet: string, since?: Date): Promise<ShardProgress | undefined>;
+}
+
+export interface OpenStoreOptions {
+  /** Refuse to create or migrate: the command only reads. */
+  readonly readonly?: boolean;
+}
+
+/** The registry: a postgres:// or postgresql:// URL opens the server store, anything else the SQLite file. */
+export async function openStore(location: string, options: OpenStoreOptions = {}): Promise<Store> {
+  if (isPostgresUrl(location)) {
+    const { openPostgresStore } = await import('./postgres/store.js');
+    return openPostgresStore(location, options);
+  }
+  return openSqliteStore(location, options);
+}
+
+/** Runs work on the store at `location` (before or after opening it), failures a user can act on as one line naming it. */
+export async function guardStore<T>(location: string, work: () => Promise<T>): Promise<T> {
+  if (isPostgresUrl(location)) {
+    const { guardPostgres, serverAddress } = await import('./postgres/connect.js');
+    return guardPostgres(serverAddress(location), work);
+  }
+  return guardDatabase(location, work);
+}
+
+/** How output names a store: a file's path as given, a URL without its password. */
+export const storeName = (location: string): string => (isPostgresUrl(location) ? redact(location) : location);
+
+/** Stages take a store, or (library callers and tests) an open SQLite database, which is wrapped. */
+export type StoreLike = Store | Db;
+
+export const storeOf = (db: StoreLike): Store => ('kind' in db && typeof (db as Store).loadSplit === 'function' ? (db as Store) : sqliteStore(db as Db));

@@ -75,8 +75,8 @@ export async function finishExtractRun(
   outcome: { status: 'done' | 'interrupted' | 'failed'; extracted: number; failed: number; seconds: number },
 ): Promise<void> {
   await db.query(
-    `UPDATE ${SCHEMA}.extract_runs SET finished_at = $1, status = $2, extracted = $3, failed = $4, seconds = $5,
-       images_per_second = CASE WHEN $5 > 0 THEN $3 / $5 END WHERE id = $6`,
+    `UPDATE ${SCHEMA}.extract_runs SET finished_at = $1, status = $2, extracted = $3::int, failed = $4, seconds = $5::float8,
+       images_per_second = CASE WHEN $5::float8 > 0 THEN $3::int / $5::float8 END WHERE id = $6`,
     [new Date().toISOString(), outcome.status, outcome.extracted, outcome.failed, outcome.seconds, id],
   );
 }

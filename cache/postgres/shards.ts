@@ -46,6 +46,9 @@ export interface QueueOptions {
 /** Images per shard by default: a few minutes of one worker's extraction. */
 export const DEFAULT_SHARD_SIZE = 1000;
 
+/** An arbitrary constant: the advisory lock under which pg-boss is installed. */
+const BOSS_START_LOCK = 0x70676273;
+
 /** pg-boss on the caller's pool (its tables in schema `pgboss`), without cron scheduling. */
 export async function startBoss(pool: PgPool, options: Pick<QueueOptions, 'maintenanceIntervalSeconds'> = {}): Promise<PgBoss> {
   const boss = new PgBoss({
@@ -55,7 +58,16 @@ export async function startBoss(pool: PgPool, options: Pick<QueueOptions, 'maint
   });
   // pg-boss reports maintenance failures as events; unhandled, an 'error' event would end the process.
   boss.on('error', () => {});
-  await boss.start();
+  // Workers starting together would all see pg-boss not installed and race to create its
+  // schema (the losers fail); one at a time, the later ones find it made.
+  const lock = await pool.connect();
+  try {
+    await lock.query('SELECT pg_advisory_lock($1)', [BOSS_START_LOCK]);
+    await boss.start();
+  } finally {
+    await lock.query('SELECT pg_advisory_unlock($1)', [BOSS_START_LOCK]).catch(() => {});
+    lock.release();
+  }
   return boss;
 }
 

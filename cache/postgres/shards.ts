@@ -46,8 +46,20 @@ export interface QueueOptions {
 /** Images per shard by default: a few minutes of one worker's extraction. */
 export const DEFAULT_SHARD_SIZE = 1000;
 
-/** An arbitrary constant: the advisory lock under which pg-boss is installed. */
-const BOSS_START_LOCK = 0x70676273;
+/** An arbitrary constant: the advisory lock under which pg-boss is installed and queues are made. */
+const BOSS_LOCK = 0x70676273;
+
+/** Runs `work` (on any pooled connection) while this process holds the session lock BOSS_LOCK on another. */
+async function underBossLock<T>(pool: PgPool, work: () => Promise<T>): Promise<T> {
+  const lock = await pool.connect();
+  try {
+    await lock.query('SELECT pg_advisory_lock($1)', [BOSS_LOCK]);
+    return await work();
+  } finally {
+    await lock.query('SELECT pg_advisory_unlock($1)', [BOSS_LOCK]).catch(() => {});
+    lock.release();
+  }
+}
 
 /** pg-boss on the caller's pool (its tables in schema `pgboss`), without cron scheduling. */
 export async function startBoss(pool: PgPool, options: Pick<QueueOptions, 'maintenanceIntervalSeconds'> = {}): Promise<PgBoss> {
@@ -60,14 +72,7 @@ export async function startBoss(pool: PgPool, options: Pick<QueueOptions, 'maint
   boss.on('error', () => {});
   // Workers starting together would all see pg-boss not installed and race to create its
   // schema (the losers fail); one at a time, the later ones find it made.
-  const lock = await pool.connect();
-  try {
-    await lock.query('SELECT pg_advisory_lock($1)', [BOSS_START_LOCK]);
-    await boss.start();
-  } finally {
-    await lock.query('SELECT pg_advisory_unlock($1)', [BOSS_START_LOCK]).catch(() => {});
-    lock.release();
-  }
+  await underBossLock(pool, () => boss.start());
   return boss;
 }
 
@@ -115,12 +120,15 @@ export async function enqueueShards(
     .digest('hex')
     .slice(0, 16);
   const queue = queueName(featureSet);
-  await boss.createQueue(queue, {
-    name: queue,
-    expireInSeconds: options.expireInSeconds,
-    retryLimit: options.retryLimit ?? 100,
-    retryDelay: 0,
-  });
+  // pg-boss 10 deadlocks when processes create one queue (and its partition) at the same time.
+  await underBossLock(pool, () =>
+    boss.createQueue(queue, {
+      name: queue,
+      expireInSeconds: options.expireInSeconds,
+      retryLimit: options.retryLimit ?? 100,
+      retryDelay: 0,
+    }),
+  );
   return inTransaction(pool, async (client) => {
     // Concurrent planners of one listing queue up here; all but the first find the plan made.
     await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`${featureSet}/${plan}`]);

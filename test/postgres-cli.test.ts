@@ -85,6 +85,7 @@ pg.serial('three extract processes share the shards; export-features, sweep and 
     t.regex(w.stdout, /^cluster: 8\/8 shards done \(\d+ by this worker\), 0 running, 0 waiting, 0 failed; \d+ workers seen in the last minute; this worker [\d.]+ images\/s, all workers [\d.]+ images\/s while it ran$/m);
     t.notRegex(w.stdout + w.stderr, /postgres:\/\/[^\s]*:[^\s*]+@/, 'no password printed');
   }
+  t.log(workers.map((w) => w.stdout.trim()).join('\n'));
   // Every shard is done by exactly one worker's commit, whoever it was.
   const byWorker = workers.map((w) => Number(/\((\d+) by this worker\)/.exec(w.stdout)![1]));
   t.is(byWorker.reduce((a, b) => a + b, 0), 8, `shards per worker: ${byWorker.join(', ')}`);

@@ -13,6 +13,7 @@ import { percent, rankingTable } from '../stages/report/tables.js';
 import { BACKENDS } from '../backbone/backends.js';
 import { type ConfigFlags, type PipelineConfig as Config, loadConfig } from './config.js';
 import { UserError } from '../core/errors.js';
+import { isPostgresUrl } from '../core/urls.js';
 import { selectFeatureSet } from '../stages/feature-set.js';
 import { EXIT } from './exit-codes.js';
 import { checkCommandPaths, checkPredictPaths } from './paths.js';
@@ -77,6 +78,9 @@ const say = (line: string): void => void process.stdout.write(`${line}\n`);
 const tell = (line: string): void => void process.stderr.write(`${line}\n`);
 
 async function extractCommand(argv: ConfigFlags & { config?: string; 'shard-size'?: number; 'shard-timeout'?: number }, config: Config) {
+  for (const flag of ['shard-size', 'shard-timeout'] as const) {
+    if (argv[flag] !== undefined && !isPostgresUrl(config.cache.db)) throw new UserError(`--${flag} needs a postgres:// --db (cache.db is ${config.cache.db})`);
+  }
   const { runExtract } = await import('../stages/extract.js');
   const interrupt = onInterrupt('stopping after the batches in flight are saved (Ctrl-C again to quit at once)');
   try {

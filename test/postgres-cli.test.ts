@@ -43,10 +43,11 @@ const setUp = () =>
       ['export-features', '--db', 'ref.sqlite', '--out', 'ref-features'],
       ['sweep', '--db', 'ref.sqlite', '--config', 'sweep.yaml'],
       ['report', '--db', 'ref.sqlite', '--json'],
+      ['audit', '--db', 'ref.sqlite', '--json'],
     ]) {
       const r = await runPipeline(cwd, args);
       if (r.code !== 0) throw new Error(`reference ${args[0]} failed: ${r.stderr}`);
-      if (args[0] === 'report') await writeFile(join(cwd, 'ref-report.json'), r.stdout);
+      if (args[0] === 'report' || args[0] === 'audit') await writeFile(join(cwd, `ref-${args[0]}.json`), r.stdout);
     }
     return { cwd, extract, images: data.images.length, bad: data.bad.length };
   })());
@@ -111,6 +112,15 @@ pg.serial('three extract processes share the shards; export-features, sweep and 
   const metadata = JSON.parse(await readFile(join(cwd, 'pg-model', 'metadata.json'), 'utf8'));
   t.is(metadata.run_key, results(report.stdout).best.run_key);
 
+  // The audit's findings (perceptual hashes, neighbours, label issues, the sweep's leak-free accuracy) too.
+  const audit = await runPipeline(cwd, ['audit', '--db', url, '--json']);
+  ok(t, audit, 'audit --json');
+  const findings = (json: string) => {
+    const { audit_id: _, seconds: __, ...rest } = JSON.parse(json);
+    return rest;
+  };
+  t.deepEqual(findings(audit.stdout), findings(await readFile(join(cwd, 'ref-audit.json'), 'utf8')));
+
   // A second round finds the plan complete: nothing to extract (the broken file's failure
   // stands: its content, hence the listing, did not change), exit 0 at once.
   const again = await runPipeline(cwd, extract(url, '--shard-size', '5'));
@@ -163,4 +173,20 @@ pg.serial('a worker SIGKILLed mid-shard loses only that shard: after restarts th
   );
   t.deepEqual(rows[0], { open: 0, dup: 0 });
   await sameFeatures(t, cwd, url, 'killed-features');
+});
+
+test('every command on an unreachable server: one line naming host and port, never the password, exit 1', async (t) => {
+  const url = 'postgres://someone:s3cret-word@127.0.0.1:1/pipeline';
+  for (const args of [['cache'], ['report', '--json'], ['sweep'], ['export-features', '--out', 'never']]) {
+    const r = await runPipeline(temp.dir, [...args, '--db', url]);
+    t.is(r.code, 1, `${args[0]}: ${r.stderr}`);
+    t.is(r.stderr, 'pipeline: cannot connect to PostgreSQL server 127.0.0.1:1: connection refused (is it running and listening there?)\n', args[0]);
+    t.notRegex(r.stdout + r.stderr, /s3cret/);
+  }
+});
+
+test('--shard-size and --shard-timeout without a postgres:// --db: one line naming the flag, exit 1', async (t) => {
+  const r = await runPipeline(temp.dir, ['extract', '--data', '.', '--db', 'x.sqlite', '--shard-size', '10']);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /^pipeline: --shard-size needs a postgres:\/\/ --db \(cache\.db is .*x\.sqlite\)\n$/);
 });

@@ -7,6 +7,9 @@
  * pixels, and run the engine (one engine serves all sizes), the next group decoding
  * while the engine works -> commit each group. A kill loses at most the groups in
  * flight; a rerun computes only what is missing.
+ *
+ * On a server store (a postgres:// --db) the same work is cut into shards that any number
+ * of processes claim, and each shard commits whole with its completion (extractByShards).
  */
 import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -168,7 +171,7 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
         } else if (pending.length > 0) {
           const progress = startProgress('extract', pending.length, 'images');
           try {
-            const result = await extractWorks(pending, options, await engineOf(), weights.arch.featureDim, async (group, result) => {
+            const result = await extractWorks(pending, options, await engineOf(), weights.arch.featureDim, views.length, async (group, result) => {
               for (const set of featureSets) {
                 const features = result.features.filter((f) => f.set === set);
                 await db.saveBatch(set.id, { features, failures: result.failures.filter((f) => f.set === set) });
@@ -228,10 +231,10 @@ async function extractWorks(
   options: ExtractOptions,
   engine: Engine,
   dim: number,
+  views: number,
   onGroup: (group: readonly Work[], result: GroupResult) => Promise<void>,
   stoppable = true,
 ): Promise<{ interrupted: boolean }> {
-  const views = Math.max(1, new Set(pending.flatMap((w) => w.outputs.map((o) => o.view.name))).size);
   let interrupted = false;
   let aborted = false;
   const decodeLimit = pLimit(options.concurrency);
@@ -296,6 +299,7 @@ async function extractByShards(
     const plan = await queue.plan(set.id, [...byContent.values()].map(({ path, sha256 }) => ({ path, sha256 })), { shardSize, expireInSeconds });
     log(`feature set ${set.id}: ${plan.shards} shards of up to ${shardSize} images (${plan.created ? 'planned now' : 'planned by another worker or run'}); worker ${workerId}`);
     const setOutputs = outputs.filter((o) => o.set === set);
+    const viewCount = setOutputs.length;
     // The bar shows the whole cluster's progress, refreshed at each commit and every few seconds.
     const start = await queue.progress(set.id);
     const progress = startProgress(`extract ${set.height}x${set.width} (all workers)`, start?.images ?? byContent.size, 'images');
@@ -327,7 +331,7 @@ async function extractByShards(
           }
           const features: { sha256: string; view: string; vector: Float32Array }[] = [];
           if (works.length) {
-            await extractWorks(works, options, await engineOf(), set.dim, async (_group, result) => {
+            await extractWorks(works, options, await engineOf(), set.dim, viewCount, async (_group, result) => {
               for (const f of result.features) features.push({ sha256: f.sha256, view: f.view, vector: f.vector });
               failures.push(...result.failures);
               onResult(set, result);

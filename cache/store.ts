@@ -60,11 +60,15 @@ export interface Store {
 
 /** One shard of a distributed extraction, as a worker receives it. */
 export interface Shard {
+  /** The plan (listing) the shard was cut from. */
+  readonly plan: string;
   readonly shard: number;
   readonly items: ReadonlyArray<{ readonly path: string; readonly sha256: string }>;
 }
 
 export interface ShardPlan {
+  /** Names the listing: the same on every process that planned the same images. */
+  readonly plan: string;
   readonly shards: number;
   /** False when another process (or an earlier run) planned this listing already. */
   readonly created: boolean;

@@ -322,6 +322,9 @@ async function extractByShards(
           const works: Work[] = [];
           for (const { path, sha256 } of shard.items) {
             const item = byContent.get(sha256);
+            // A shard of an older listing may still be queued: its images that are gone
+            // from this listing are none of this plan's business.
+            if (!item && shard.plan !== plan.plan) continue;
             if (!item) {
               failures.push({ sha256, path, error: `not in the dataset this worker sees (${options.dataset.root}): do all workers read the same files?` });
               continue;

@@ -42,7 +42,7 @@ function postgresStore(pool: PgPool, url: string): Store {
   const shards: ShardQueue = {
     async plan(featureSet, items, options) {
       const result = await enqueueShards(pool, await bossOf(), featureSet, items, options);
-      return { shards: result.shards, created: result.created };
+      return { plan: result.plan, shards: result.shards, created: result.created };
     },
     async work(featureSet, extract, options) {
       return runShardWorker(pool, await bossOf(), featureSet, extract, {

@@ -50,12 +50,30 @@ export interface Store {
   saveAudit(audit: { featureSet: string; config: unknown; result: unknown; seconds: number; map: readonly MapPoint[] }): Promise<number>;
   latestAudit<R>(featureSet: string): Promise<StoredAudit<R> | undefined>;
 
+  /**
+   * Content hashes recorded by earlier workers, by path under a dataset root with the size
+   * and modification time they had; only a server store keeps them.
+   */
+  readonly fileHashes?: FileHashes;
+
   /** Work shared between processes and machines; only a server store has it. */
   readonly shards?: ShardQueue;
 
   /** Runs work, turning failures a user can act on (read-only, full disk, lost server) into one line naming the store. */
   guard<T>(work: () => Promise<T>): Promise<T>;
   close(): Promise<void>;
+}
+
+export interface FileHash {
+  readonly path: string;
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly sha256: string;
+}
+
+export interface FileHashes {
+  load(root: string): Promise<Map<string, FileHash>>;
+  save(root: string, rows: readonly FileHash[]): Promise<void>;
 }
 
 /** One shard of a distributed extraction, as a worker receives it. */

@@ -1,6 +1,6 @@
 #!/bin/bash
 # `pipeline extract` as a Slurm job array: every array task is one worker on one GPU, all
-# sharing one feature set through a PostgreSQL server. Tasks need no index of their own:
+# sharing one feature set through a PostgreSQL server. Tasks need no index to split the work:
 # they claim shards from the server's queue, so the array size is just how many workers
 # run. A task that is killed (preempted, node lost) loses only the shard it held; after
 # --shard-timeout seconds another task takes it. Requeued or late tasks simply join in, and
@@ -22,6 +22,10 @@
 set -euo pipefail
 : "${PIPELINE_DB:?set PIPELINE_DB to a postgres:// URL}"
 cd "${PIPELINE_HOME:-$SLURM_SUBMIT_DIR}"
+
+# Task 0 reads and hashes every file; the others reuse its hashes if they start after it
+# has recorded them, instead of all reading the whole dataset at once.
+if [ "${SLURM_ARRAY_TASK_ID:-0}" -gt 0 ]; then sleep "${PIPELINE_STAGGER_SECONDS:-120}"; fi
 
 srun npx pipeline extract \
   --db "$PIPELINE_DB" \

@@ -12,14 +12,14 @@
  * of processes claim, and each shard commits whole with its completion (extractByShards).
  */
 import { randomUUID } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import pLimit from 'p-limit';
 import { type Engine, startEngine } from '../backbone/engine.js';
 import { PREPROCESSING, type InputSize, type ResizeMode, formatSize } from '../backbone/preprocessing.js';
 import { backboneWeights, readWeightFile } from '../backbone/weights.js';
 import type { FailureRow, FeatureSet } from '../cache/features.js';
-import { type ShardProgress, type ShardQueue, openStore } from '../cache/store.js';
+import { type FileHash, type FileHashes, type ShardProgress, type ShardQueue, openStore } from '../cache/store.js';
 import { type Dataset, type DatasetItem, scanDataset } from '../data/dataset.js';
 import { ensureDataset } from '../data/fetch-dataset.js';
 import { sha256 } from '../data/hash.js';
@@ -126,7 +126,7 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
         dim: weights.arch.featureDim,
       }),
     ));
-    const items = await hashItems(dataset.items, options.concurrency);
+    const items = await hashItems(dataset, options.concurrency, db.fileHashes, log);
     for (const set of featureSets) await db.replaceItems(set.id, items);
 
     const allOutputs = await Promise.all(
@@ -371,9 +371,32 @@ export function featureSetId(
   return sha256(JSON.stringify(identity)).slice(0, 16);
 }
 
-async function hashItems(items: readonly DatasetItem[], concurrency: number): Promise<HashedItem[]> {
+/**
+ * The content hash of every file. With recorded hashes (a server store), a file whose size
+ * and modification time are as recorded is not read: on a shared file system only the
+ * first worker reads everything. A stale record cannot give a wrong vector: extraction
+ * checks each file's bytes against its hash before using them.
+ */
+async function hashItems(dataset: Dataset, concurrency: number, known: FileHashes | undefined, log: Log): Promise<HashedItem[]> {
   const limit = pLimit(concurrency);
-  return Promise.all(items.map((item) => limit(async () => ({ ...item, sha256: sha256(await readFile(item.absolutePath)) }))));
+  if (!known) return Promise.all(dataset.items.map((item) => limit(async () => ({ ...item, sha256: sha256(await readFile(item.absolutePath)) }))));
+  const recorded = await known.load(dataset.root);
+  const fresh: FileHash[] = [];
+  const items = await Promise.all(
+    dataset.items.map((item) =>
+      limit(async () => {
+        const info = await stat(item.absolutePath);
+        const record = recorded.get(item.path);
+        if (record && record.size === info.size && record.mtimeMs === info.mtimeMs) return { ...item, sha256: record.sha256 };
+        const hashed = { ...item, sha256: sha256(await readFile(item.absolutePath)) };
+        fresh.push({ path: item.path, size: info.size, mtimeMs: info.mtimeMs, sha256: hashed.sha256 });
+        return hashed;
+      }),
+    ),
+  );
+  await known.save(dataset.root, fresh);
+  log(`hashed ${fresh.length} files, ${items.length - fresh.length} unchanged since another worker hashed them`);
+  return items;
 }
 
 /** Byte-identical files share one vector: extract each content once. */

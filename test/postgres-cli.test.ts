@@ -6,7 +6,7 @@
  * the middle of a shard (aimed from the shards other workers are seen to commit) loses
  * only that shard: after a restart the end state equals the SQLite run bitwise.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connectPostgres } from '../cache/postgres/connect.js';
 import { runPipeline, type CliResult } from './helpers/cli.js';
@@ -127,6 +127,16 @@ pg.serial('three extract processes share the shards; export-features, sweep and 
   ok(t, again, 'rerun');
   t.regex(again.stdout, /^done: 37 images, 36 already cached, 0 extracted .*, 0 failed$/m);
   t.regex(again.stdout, /^cluster: 8\/8 shards done \(0 by this worker\)/m);
+  // The files were hashed by the first workers: this one reads none of them, but one whose
+  // modification time moved is read again (same bytes, so the same listing and plan).
+  t.regex(again.stderr, /^hashed 0 files, 37 unchanged since another worker hashed them$/m);
+  const touched = join(cwd, 'data', 'b', 'b_3.jpg');
+  const later = new Date(Date.now() + 5000);
+  await utimes(touched, later, later);
+  const touchedRun = await runPipeline(cwd, extract(url, '--shard-size', '5'));
+  ok(t, touchedRun, 'run after touching a file');
+  t.regex(touchedRun.stderr, /^hashed 1 files, 36 unchanged since another worker hashed them$/m);
+  t.regex(touchedRun.stdout, /^cluster: 8\/8 shards done \(0 by this worker\)/m);
 });
 
 pg.serial('a worker SIGKILLed mid-shard loses only that shard: after restarts the features equal the SQLite run bitwise', async (t, cluster) => {

@@ -19,6 +19,7 @@ import {
   toStoredRun,
   toSweepRow,
 } from '../sweeps.js';
+import type { FileHash } from '../store.js';
 import type { PgPool } from './connect.js';
 import { SCHEMA } from './schema.js';
 import { inTransaction } from './transaction.js';
@@ -240,6 +241,25 @@ export async function loadRuns(db: Queryable, sweepId: number): Promise<StoredRu
     [sweepId],
   );
   return rows.map(toStoredRun);
+}
+
+export async function loadFileHashes(db: Queryable, root: string): Promise<Map<string, FileHash>> {
+  const { rows } = await db.query<FileHash>(
+    `SELECT path, size::float8 AS size, mtime_ms AS "mtimeMs", sha256 FROM ${SCHEMA}.file_hashes WHERE root = $1`,
+    [root],
+  );
+  return new Map(rows.map((row) => [row.path, row]));
+}
+
+/** Records hashes (replacing what a path had before): one statement for all rows. */
+export async function saveFileHashes(db: Queryable, root: string, rows: readonly FileHash[]): Promise<void> {
+  if (rows.length === 0) return;
+  await db.query(
+    `INSERT INTO ${SCHEMA}.file_hashes (root, path, size, mtime_ms, sha256)
+     SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::float8[], $5::text[])
+     ON CONFLICT (root, path) DO UPDATE SET size = excluded.size, mtime_ms = excluded.mtime_ms, sha256 = excluded.sha256`,
+    [root, rows.map((r) => r.path), rows.map((r) => r.size), rows.map((r) => r.mtimeMs), rows.map((r) => r.sha256)],
+  );
 }
 
 export async function loadPerceptualHashes(db: Queryable, hashes: readonly string[]): Promise<Map<string, string>> {

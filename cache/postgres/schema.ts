@@ -184,6 +184,18 @@ const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (feature_set, worker)
   );
   `,
+  // 3: content hashes of dataset files by path, size and modification time, so the second
+  // and later workers on a shared file system skip reading every file just to hash it.
+  `
+  CREATE TABLE ${SCHEMA}.file_hashes (
+    root text NOT NULL,
+    path text NOT NULL,
+    size bigint NOT NULL,
+    mtime_ms double precision NOT NULL,
+    sha256 text NOT NULL,
+    PRIMARY KEY (root, path)
+  );
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

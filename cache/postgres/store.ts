@@ -83,6 +83,7 @@ function postgresStore(pool: PgPool, url: string): Store {
     savePerceptualHashes: (rows) => records.savePerceptualHashes(pool, rows),
     saveAudit: (audit) => records.saveAudit(pool, audit),
     latestAudit: (featureSet) => records.latestAudit(pool, featureSet),
+    fileHashes: { load: (root) => records.loadFileHashes(pool, root), save: (root, rows) => records.saveFileHashes(pool, root, rows) },
     shards,
     guard: (work) => guardPostgres(address, work),
     async close() {

@@ -110,111 +110,111 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
 
   const db = await openStore(options.db);
   return db.guard(async () => {
-  try {
-    const featureSets = await Promise.all(sizes.map((size) =>
-      db.ensureFeatureSet({
-        id: featureSetId(weights.sha256, weights.arch.name, weights.arch.alpha, size, options.model.resize, backend.backend),
-        modelSource: options.model.weights,
-        weightsSha256: weights.sha256,
-        architecture: weights.arch.name,
-        alpha: weights.arch.alpha,
-        height: size.height,
-        width: size.width,
-        resize: options.model.resize,
-        preprocessing: PREPROCESSING.id,
-        backend: backend.backend,
-        dim: weights.arch.featureDim,
-      }),
-    ));
-    const items = await hashItems(dataset, options.concurrency, db.fileHashes, log);
-    for (const set of featureSets) await db.replaceItems(set.id, items);
-
-    const allOutputs = await Promise.all(
-      featureSets.flatMap((set, i) => views.map(async (view) => ({ set, size: sizes[i], view, done: await db.extractedHashes(set.id, view.name) }))),
-    );
-    const missing = (item: HashedItem) => allOutputs.filter((o) => !o.done.has(item.sha256));
-    const cached = items.filter((item) => missing(item).length === 0).length;
-    const pending: Work[] = uniqueByContent(items)
-      .map((item) => ({ item, outputs: missing(item) }))
-      .filter((work) => work.outputs.length > 0);
-    for (const set of featureSets) log(`feature set ${set.id} (${set.height}x${set.width})`);
-    log(`${cached} images fully cached, ${pending.length} distinct images to extract (${pending.reduce((n, w) => n + w.outputs.length, 0)} vectors)`);
-
-    const runIds = await Promise.all(featureSets.map((set) => db.startExtractRun(set.id, dataset.root, items.length)));
-    const started = performance.now();
-    const extractedPer = new Map(featureSets.map((set) => [set.id, 0]));
-    let decoded = 0;
-    /** By content: a failure is recorded in every feature set, reported once. */
-    const failures = new Map<string, FailureRow>();
-    let interrupted = false;
-    let status: 'done' | 'interrupted' | 'failed' = 'failed';
-    let cluster: ExtractSummary['cluster'];
-    // One engine for every size, started only when some image needs it (a worker joining a
-    // finished feature set never pays for it).
-    let engine: Promise<Engine> | undefined;
-    const engineOf = () => (engine ??= startEngine({ weights, backend, size: sizes[0], batchSize: options.batch }));
-    const record = (result: GroupResult) => {
-      decoded += result.decoded;
-      for (const { sha256, path, error } of result.failures) failures.set(sha256, { sha256, path, error });
-    };
     try {
+      const featureSets = await Promise.all(sizes.map((size) =>
+        db.ensureFeatureSet({
+          id: featureSetId(weights.sha256, weights.arch.name, weights.arch.alpha, size, options.model.resize, backend.backend),
+          modelSource: options.model.weights,
+          weightsSha256: weights.sha256,
+          architecture: weights.arch.name,
+          alpha: weights.arch.alpha,
+          height: size.height,
+          width: size.width,
+          resize: options.model.resize,
+          preprocessing: PREPROCESSING.id,
+          backend: backend.backend,
+          dim: weights.arch.featureDim,
+        }),
+      ));
+      const items = await hashItems(dataset, options.concurrency, db.fileHashes, log);
+      for (const set of featureSets) await db.replaceItems(set.id, items);
+
+      const allOutputs = await Promise.all(
+        featureSets.flatMap((set, i) => views.map(async (view) => ({ set, size: sizes[i], view, done: await db.extractedHashes(set.id, view.name) }))),
+      );
+      const missing = (item: HashedItem) => allOutputs.filter((o) => !o.done.has(item.sha256));
+      const cached = items.filter((item) => missing(item).length === 0).length;
+      const pending: Work[] = uniqueByContent(items)
+        .map((item) => ({ item, outputs: missing(item) }))
+        .filter((work) => work.outputs.length > 0);
+      for (const set of featureSets) log(`feature set ${set.id} (${set.height}x${set.width})`);
+      log(`${cached} images fully cached, ${pending.length} distinct images to extract (${pending.reduce((n, w) => n + w.outputs.length, 0)} vectors)`);
+
+      const runIds = await Promise.all(featureSets.map((set) => db.startExtractRun(set.id, dataset.root, items.length)));
+      const started = performance.now();
+      const extractedPer = new Map(featureSets.map((set) => [set.id, 0]));
+      let decoded = 0;
+      /** By content: a failure is recorded in every feature set, reported once. */
+      const failures = new Map<string, FailureRow>();
+      let interrupted = false;
+      let status: 'done' | 'interrupted' | 'failed' = 'failed';
+      let cluster: ExtractSummary['cluster'];
+      // One engine for every size, started only when some image needs it (a worker joining a
+      // finished feature set never pays for it).
+      let engine: Promise<Engine> | undefined;
+      const engineOf = () => (engine ??= startEngine({ weights, backend, size: sizes[0], batchSize: options.batch }));
+      const record = (result: GroupResult) => {
+        decoded += result.decoded;
+        for (const { sha256, path, error } of result.failures) failures.set(sha256, { sha256, path, error });
+      };
       try {
-        if (db.shards) {
-          // Shared work: the listing is cut into shards that every process extracting this
-          // feature set claims one at a time; each shard's vectors commit with its completion.
-          const outcome = await extractByShards(db.shards, featureSets, allOutputs, items, options, engineOf, log, startProgress, (set, result) => {
-            extractedPer.set(set.id, extractedPer.get(set.id)! + result.features.filter((f) => f.set === set).length);
-            record(result);
-          });
-          interrupted = outcome.interrupted;
-          cluster = outcome.cluster;
-        } else if (pending.length > 0) {
-          const progress = startProgress('extract', pending.length, 'images');
-          try {
-            const result = await extractWorks(pending, options, await engineOf(), weights.arch.featureDim, views.length, async (group, result) => {
-              for (const set of featureSets) {
-                const features = result.features.filter((f) => f.set === set);
-                await db.saveBatch(set.id, { features, failures: result.failures.filter((f) => f.set === set) });
-                extractedPer.set(set.id, extractedPer.get(set.id)! + features.length);
-              }
+        try {
+          if (db.shards) {
+            // Shared work: the listing is cut into shards that every process extracting this
+            // feature set claims one at a time; each shard's vectors commit with its completion.
+            const outcome = await extractByShards(db.shards, featureSets, allOutputs, items, options, engineOf, log, startProgress, (set, result) => {
+              extractedPer.set(set.id, extractedPer.get(set.id)! + result.features.filter((f) => f.set === set).length);
               record(result);
-              progress.advance(group.length);
             });
-            interrupted = result.interrupted;
-          } finally {
-            progress.stop();
+            interrupted = outcome.interrupted;
+            cluster = outcome.cluster;
+          } else if (pending.length > 0) {
+            const progress = startProgress('extract', pending.length, 'images');
+            try {
+              const result = await extractWorks(pending, options, await engineOf(), weights.arch.featureDim, views.length, async (group, result) => {
+                for (const set of featureSets) {
+                  const features = result.features.filter((f) => f.set === set);
+                  await db.saveBatch(set.id, { features, failures: result.failures.filter((f) => f.set === set) });
+                  extractedPer.set(set.id, extractedPer.get(set.id)! + features.length);
+                }
+                record(result);
+                progress.advance(group.length);
+              });
+              interrupted = result.interrupted;
+            } finally {
+              progress.stop();
+            }
           }
+        } finally {
+          if (engine) await (await engine).close();
         }
+        status = interrupted ? 'interrupted' : 'done';
       } finally {
-        if (engine) await (await engine).close();
+        const seconds = (performance.now() - started) / 1000;
+        for (const [i, set] of featureSets.entries()) {
+          await db.finishExtractRun(runIds[i], { status, extracted: extractedPer.get(set.id)!, failed: failures.size, seconds });
+        }
       }
-      status = interrupted ? 'interrupted' : 'done';
+      // Failures are per content; report every path that has that content.
+      const failedPaths = items.filter((item) => failures.has(item.sha256)).map((item) => ({ sha256: item.sha256, path: item.path, error: failures.get(item.sha256)!.error }));
+      return {
+        featureSet: featureSets[0],
+        featureSets,
+        views: views.map((v) => v.name),
+        dataset,
+        images: items.length,
+        toExtract: pending.length,
+        extracted: [...extractedPer.values()].reduce((a, b) => a + b, 0),
+        decoded,
+        cached,
+        failures: failedPaths,
+        seconds: (performance.now() - started) / 1000,
+        interrupted,
+        ...(cluster ? { cluster } : {}),
+      };
     } finally {
-      const seconds = (performance.now() - started) / 1000;
-      for (const [i, set] of featureSets.entries()) {
-        await db.finishExtractRun(runIds[i], { status, extracted: extractedPer.get(set.id)!, failed: failures.size, seconds });
-      }
+      await db.close();
     }
-    // Failures are per content; report every path that has that content.
-    const failedPaths = items.filter((item) => failures.has(item.sha256)).map((item) => ({ sha256: item.sha256, path: item.path, error: failures.get(item.sha256)!.error }));
-    return {
-      featureSet: featureSets[0],
-      featureSets,
-      views: views.map((v) => v.name),
-      dataset,
-      images: items.length,
-      toExtract: pending.length,
-      extracted: [...extractedPer.values()].reduce((a, b) => a + b, 0),
-      decoded,
-      cached,
-      failures: failedPaths,
-      seconds: (performance.now() - started) / 1000,
-      interrupted,
-      ...(cluster ? { cluster } : {}),
-    };
-  } finally {
-    await db.close();
-  }
   });
 }
 

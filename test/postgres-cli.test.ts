@@ -182,6 +182,10 @@ pg.serial('a worker SIGKILLed mid-shard loses only that shard: after restarts th
             (SELECT count(*)::int FROM (SELECT sha256, view FROM pipeline.features GROUP BY 1, 2 HAVING count(*) > 1) d) AS dup`,
   );
   t.deepEqual(rows[0], { open: 0, dup: 0 });
+  // The kills landed inside shards: some shard was handed out again after its worker died.
+  const handedOver = await count('SELECT count(*)::int AS n FROM pgboss.job WHERE retry_count > 0');
+  t.log(`${kills} kills, ${handedOver} shards handed to another worker`);
+  t.true(handedOver >= 1, 'no shard was handed over: the kills did not land inside a shard');
   await sameFeatures(t, cwd, url, 'killed-features');
 });
 

@@ -30,7 +30,7 @@ const { values: args } = parseArgs({ options: { db: { type: 'string' }, images: 
 if (!args.db) throw new Error('usage: node dist/bench/classifier-resize.js --db FILE [--images N]');
 
 const db = openDatabase(args.db, { readonly: true });
-const results = sweepResults(db, chooseSweep(db, undefined));
+const results = await sweepResults(db, await chooseSweep(db, undefined));
 const run = findRun(results, 'best');
 const featureSet = results.featureSet;
 const weights = await backboneWeights(await readWeightFile(featureSet.modelSource));

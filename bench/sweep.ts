@@ -64,7 +64,7 @@ async function realData(): Promise<{ data: TrainData; source: string }> {
   const { featureSet, extracted, seconds } = summary!;
   const db = openDatabase(FEATURE_CACHE);
   try {
-    const data = loadSweepData(db, featureSet, log);
+    const data = await loadSweepData(db, featureSet, log);
     const work = extracted ? `extracted ${extracted} images in ${seconds.toFixed(1)} s` : 'all cached';
     return { data, source: `real TrashNet features, 224x224 ${featureSet.backend} (feature set ${featureSet.id} in ${FEATURE_CACHE}, ${work}; split ${data.splitSource})` };
   } finally {

@@ -89,8 +89,9 @@ const SWEEP_COLUMNS = `id, feature_set AS featureSet, config_hash AS configHash,
   images_left_out AS imagesLeftOut, status, planned_runs AS plannedRuns, started_at AS startedAt,
   finished_at AS finishedAt, wall_seconds AS wallSeconds`;
 
-type SweepRecord = Omit<SweepRow, 'labels'> & { labelsJson: string | null };
-const toSweepRow = ({ labelsJson, ...row }: SweepRecord): SweepRow => ({
+/** A sweep as both stores select it (labels still JSON). */
+export type SweepRecord = Omit<SweepRow, 'labels'> & { labelsJson: string | null };
+export const toSweepRow = ({ labelsJson, ...row }: SweepRecord): SweepRow => ({
   ...row,
   labels: labelsJson === null ? null : (JSON.parse(labelsJson) as string[]),
 });
@@ -201,7 +202,8 @@ export function saveRun(db: Db, sweepId: number, run: StoredRun): void {
   });
 }
 
-interface RunRecord {
+/** A run as both stores select it (JSON and bytes not yet decoded). */
+export interface RunRecord {
   runKey: string;
   variantKey: string;
   paramsJson: string;
@@ -239,7 +241,7 @@ export function loadRuns(db: Db, sweepId: number): StoredRun[] {
   return rows.map(toStoredRun);
 }
 
-function toStoredRun(row: RunRecord): StoredRun {
+export function toStoredRun(row: RunRecord): StoredRun {
   const all = bytesToFloats(row.weights);
   let offset = 0;
   const weights = (JSON.parse(row.weightsJson) as { name: string; shape: number[] }[]).map(({ name, shape }) => {

@@ -11,3 +11,6 @@ export const isHttpUrl = (value: string): boolean => /^https?:\/\//i.test(value)
 
 /** postgres:// or postgresql:// (any case), as libpq accepts: a PostgreSQL server instead of a SQLite file. */
 export const isPostgresUrl = (value: string): boolean => /^postgres(ql)?:\/\//i.test(value);
+
+/** A URL with its password (if any) replaced by ***, for anything printed. */
+export const redact = (url: string): string => url.replace(/^([a-z]+:\/\/[^:/@]*:)[^@]*@/i, '$1***@');

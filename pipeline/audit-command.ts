@@ -4,7 +4,7 @@
  * private).
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { guardDatabase, openDatabase } from '../cache/database.js';
+import { guardStore, openStore } from '../cache/store.js';
 import { UserError } from '../core/errors.js';
 import type { AuditConfig } from '../stages/audit/config.js';
 import { loadConfig } from './config.js';
@@ -31,7 +31,7 @@ const number = (name: string, check: (n: number) => boolean, rule: string) => (v
 function builder(args: Argv) {
   return args
     .option('config', { type: 'string', describe: 'YAML config file (default: ./config.yaml if present)' })
-    .option('db', { type: 'string', describe: 'SQLite cache file (cache.db)' })
+    .option('db', { type: 'string', describe: 'SQLite cache file or postgres:// URL (cache.db)' })
     .option('feature-set', { type: 'string', describe: 'feature set id (default: the only one)' })
     .option('json', { type: 'boolean', describe: 'print the findings as JSON (fields in README)' })
     .option('top', { type: 'string', coerce: number('top', (n) => Number.isInteger(n) && n >= 1, 'a positive integer'), describe: 'findings listed per kind (default 10)' })
@@ -59,13 +59,13 @@ function auditConfig(base: AuditConfig, argv: AuditArgs): AuditConfig {
 
 async function handler(argv: ArgumentsCamelCase<AuditArgs>): Promise<void> {
   const config = loadConfig(argv.config, argv);
-  await guardDatabase(config.cache.db, async () => {
-    const db = openDatabase(config.cache.db);
+  await guardStore(config.cache.db, async () => {
+    const db = await openStore(config.cache.db);
     try {
       const { runAudit } = await import('../stages/audit.js');
       const result = await runAudit({
         db,
-        featureSet: selectFeatureSet(db, argv['feature-set']),
+        featureSet: await selectFeatureSet(db, argv['feature-set']),
         config: auditConfig(config.audit, argv),
         log: (line) => void process.stderr.write(`${line}\n`),
         startProgress,
@@ -76,7 +76,7 @@ async function handler(argv: ArgumentsCamelCase<AuditArgs>): Promise<void> {
         process.stdout.write(`${auditText(result, argv.top ?? 10)}\n`);
       }
     } finally {
-      db.close();
+      await db.close();
     }
   });
 }

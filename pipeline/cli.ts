@@ -5,8 +5,7 @@
  * takes a second that `--help` or `pipeline cache` should not pay.
  */
 import yargs, { type Argv } from 'yargs';
-import { guardDatabase, openDatabase } from '../cache/database.js';
-import { listSweeps } from '../cache/sweeps.js';
+import { guardStore, openStore, storeName } from '../cache/store.js';
 import { writeFileAtomically } from '../core/files.js';
 import { reportText } from '../stages/report/text.js';
 import { varyingParameters } from '../stages/sweep/ranking.js';
@@ -14,6 +13,7 @@ import { percent, rankingTable } from '../stages/report/tables.js';
 import { BACKENDS } from '../backbone/backends.js';
 import { type ConfigFlags, type PipelineConfig as Config, loadConfig } from './config.js';
 import { UserError } from '../core/errors.js';
+import { isPostgresUrl } from '../core/urls.js';
 import { selectFeatureSet } from '../stages/feature-set.js';
 import { EXIT } from './exit-codes.js';
 import { checkCommandPaths, checkPredictPaths } from './paths.js';
@@ -32,7 +32,7 @@ const positiveInt = (name: string) => (value: unknown) => {
 function withCacheFlags<T>(args: Argv<T>) {
   return args
     .option('config', { type: 'string', describe: 'YAML config file (default: ./config.yaml if present)' })
-    .option('db', { type: 'string', describe: 'SQLite cache file (cache.db)' });
+    .option('db', { type: 'string', describe: 'SQLite cache file, or postgres://user@host/db to share one server store (cache.db)' });
 }
 
 /** Options several commands share, defined once. */
@@ -50,19 +50,25 @@ function withExtractFlags<T>(args: Argv<T>) {
     .option('resize', { type: 'string', describe: 'fill | cover (model.resize)' })
     .option('backend', { type: 'string', choices: BACKENDS, describe: 'engine (engine.backend)' })
     .option('batch', { type: 'string', coerce: positiveInt('batch'), describe: 'images per engine call (engine.batch)' })
-    .option('concurrency', { type: 'string', coerce: positiveInt('concurrency'), describe: 'images decoded at once (engine.concurrency)' });
+    .option('concurrency', { type: 'string', coerce: positiveInt('concurrency'), describe: 'images decoded at once (engine.concurrency)' })
+    .option('shard-size', { type: 'string', coerce: positiveInt('shard-size'), describe: 'with a postgres:// --db: images per shard (default 1000)' })
+    .option('shard-timeout', {
+      type: 'string',
+      coerce: positiveInt('shard-timeout'),
+      describe: 'with a postgres:// --db: seconds a claimed shard may take before another worker gets it (default 900)',
+    });
 }
 
 const configOf = (argv: ConfigFlags & { config?: string }) => loadConfig(argv.config, argv);
 
-/** A command on the cache, with SQLite failures (read-only, disk full, damaged) as one line naming the file. */
+/** A command on the cache, with store failures (read-only, disk full, damaged, server lost) as one line naming the file or server. */
 const withCache =
   <A extends ConfigFlags & { config?: string }>(command: (argv: A, config: Config) => unknown) =>
   (argv: A) => {
     // Loaded once per command: every part of the command sees the same configuration.
     const config = configOf(argv);
     checkCommandPaths(argv, config); // every path flag is checked before any work starts
-    return guardDatabase(config.cache.db, async () => {
+    return guardStore(config.cache.db, async () => {
       await command(argv, config);
     });
   };
@@ -71,7 +77,10 @@ const say = (line: string): void => void process.stdout.write(`${line}\n`);
 /** Progress notes of a stage: stderr, so stdout stays the command's result. */
 const tell = (line: string): void => void process.stderr.write(`${line}\n`);
 
-async function extractCommand(argv: ConfigFlags & { config?: string }, config: Config) {
+async function extractCommand(argv: ConfigFlags & { config?: string; 'shard-size'?: number; 'shard-timeout'?: number }, config: Config) {
+  for (const flag of ['shard-size', 'shard-timeout'] as const) {
+    if (argv[flag] !== undefined && !isPostgresUrl(config.cache.db)) throw new UserError(`--${flag} needs a postgres:// --db (cache.db is ${config.cache.db})`);
+  }
   const { runExtract } = await import('../stages/extract.js');
   const interrupt = onInterrupt('stopping after the batches in flight are saved (Ctrl-C again to quit at once)');
   try {
@@ -79,6 +88,7 @@ async function extractCommand(argv: ConfigFlags & { config?: string }, config: C
       dataset: config.dataset,
       model: { weights: config.model.weights, size: config.model.sizes, resize: config.model.resize, views: config.model.views },
       db: config.cache.db,
+      shards: { size: argv['shard-size'], timeoutSeconds: argv['shard-timeout'] },
       backend: config.engine.backend,
       batch: config.engine.batch,
       concurrency: config.engine.concurrency,
@@ -93,7 +103,15 @@ async function extractCommand(argv: ConfigFlags & { config?: string }, config: C
     );
     for (const failure of summary.failures.slice(0, 5)) say(`  failed: ${failure.path}: ${failure.error}`);
     if (summary.failures.length > 5) say(`  ... and ${summary.failures.length - 5} more (pipeline cache --failures)`);
-    for (const set of summary.featureSets) say(`feature set ${set.id} in ${config.cache.db} (${set.height}x${set.width}, views ${summary.views.join(', ')})`);
+    if (summary.cluster) {
+      const { shardsDone, progress: p } = summary.cluster;
+      say(
+        `cluster: ${p.done}/${p.shards} shards done (${shardsDone} by this worker), ${p.running} running, ${p.waiting} waiting, ${p.failed} failed; ` +
+          `${p.workersSeen} workers seen in the last minute; this worker ${rate.toFixed(1)} images/s, ` +
+          `all workers ${(p.imagesPerSecondSince ?? 0).toFixed(1)} images/s while it ran`,
+      );
+    }
+    for (const set of summary.featureSets) say(`feature set ${set.id} in ${storeName(config.cache.db)} (${set.height}x${set.width}, views ${summary.views.join(', ')})`);
     if (summary.interrupted) {
       say('rerun the same command to extract the rest');
       process.exitCode = EXIT.interrupted;
@@ -105,12 +123,12 @@ async function extractCommand(argv: ConfigFlags & { config?: string }, config: C
 
 async function sweepCommand(argv: { config?: string; db?: string; resume?: boolean; 'feature-set'?: string }, config: Config) {
   const { runSweep } = await import('../stages/sweep.js');
-  const db = openDatabase(config.cache.db);
+  const db = await openStore(config.cache.db);
   const interrupt = onInterrupt('stopping: finished runs are saved; `pipeline sweep --resume` continues (Ctrl-C again to quit at once)');
   try {
     const result = await runSweep({
       db,
-      featureSet: selectFeatureSet(db, argv['feature-set']),
+      featureSet: await selectFeatureSet(db, argv['feature-set']),
       sweep: config.sweep,
       resume: argv.resume ?? false,
       shouldStop: interrupt.requested,
@@ -138,15 +156,15 @@ async function sweepCommand(argv: { config?: string; db?: string; resume?: boole
     }
   } finally {
     interrupt.dispose();
-    db.close();
+    await db.close();
   }
 }
 
 async function reportCommand(argv: { config?: string; db?: string; sweep?: number; json?: boolean; html?: string; list?: boolean; top?: number }, config: Config) {
-  const db = openDatabase(config.cache.db, { readonly: true });
+  const db = await openStore(config.cache.db, { readonly: true });
   try {
     if (argv.list) {
-      const sweeps = listSweeps(db);
+      const sweeps = await db.listSweeps();
       if (sweeps.length === 0) return say('no sweeps yet: run `pipeline sweep`');
       for (const s of sweeps) {
         const pinned = s.dataHash === null ? '  (made before sweeps recorded their data: needs a rerun)' : '';
@@ -155,9 +173,9 @@ async function reportCommand(argv: { config?: string; db?: string; sweep?: numbe
       return;
     }
     const { chooseSweep, gatherReport, reportAudit } = await import('../stages/report.js');
-    const sweep = chooseSweep(db, argv.sweep);
-    const audit = reportAudit(db, sweep.featureSet);
-    const facts = gatherReport(db, sweep, audit);
+    const sweep = await chooseSweep(db, argv.sweep);
+    const audit = await reportAudit(db, sweep.featureSet);
+    const facts = await gatherReport(db, sweep, audit);
     if (argv.html) {
       const { renderHtml } = await import('../stages/report/html.js');
       const html = await renderHtml(facts, { imageRoot: facts.extraction.dataset_root, audit });
@@ -167,7 +185,7 @@ async function reportCommand(argv: { config?: string; db?: string; sweep?: numbe
     if (argv.json) say(JSON.stringify(facts, null, 2));
     else if (!argv.html) say(reportText(facts, argv.top ?? 10));
   } finally {
-    db.close();
+    await db.close();
   }
 }
 
@@ -175,7 +193,7 @@ async function exportCommand(
   argv: { config?: string; db?: string; sweep?: number; run?: string; out: string; weights?: string; format?: 'tfjs' | 'onnx' },
   config: Config,
 ) {
-  const db = openDatabase(config.cache.db, { readonly: true });
+  const db = await openStore(config.cache.db, { readonly: true });
   try {
     const { exportModel } = await import('../stages/export.js');
     const result = await exportModel({ db, sweepId: argv.sweep, run: argv.run ?? 'best', out: argv.out, weights: argv.weights, format: argv.format });
@@ -189,7 +207,7 @@ async function exportCommand(
       `  metrics  val acc ${percent(m.metrics.val_accuracy)}  test acc ${percent(m.metrics.test_accuracy)}  macro-F1 ${m.metrics.macro_f1.toFixed(3)}`,
     );
   } finally {
-    db.close();
+    await db.close();
   }
 }
 
@@ -213,27 +231,27 @@ async function predictCommand(argv: { files: string[]; model: string; json?: boo
 }
 
 async function cacheCommand(argv: { config?: string; db?: string; failures?: boolean; 'feature-set'?: string }, config: Config) {
-  const db = openDatabase(config.cache.db, { readonly: true });
+  const db = await openStore(config.cache.db, { readonly: true });
   try {
     const { describeCache } = await import('../stages/cache.js');
     const failures = argv.failures ? { featureSet: argv['feature-set'] } : undefined;
-    for (const line of describeCache(db, config.cache.db, { failures })) say(line);
+    for (const line of await describeCache(db, storeName(config.cache.db), { failures })) say(line);
   } finally {
-    db.close();
+    await db.close();
   }
 }
 
 async function exportFeaturesCommand(argv: { config?: string; db?: string; out: string; 'feature-set'?: string; view?: string }, config: Config) {
-  const db = openDatabase(config.cache.db, { readonly: true });
+  const db = await openStore(config.cache.db, { readonly: true });
   try {
-    const set = selectFeatureSet(db, argv['feature-set']);
+    const set = await selectFeatureSet(db, argv['feature-set']);
     const { exportFeatures } = await import('../stages/export-features.js');
     const view = parseView(argv.view ?? 'original');
     if (typeof view === 'string') throw new UserError(`--view: ${view}`);
     const result = await exportFeatures(db, set, argv.out, view.name);
     say(`wrote ${result.rows} x ${result.dim} features of ${set.id} (view ${view.name}): ${result.files.join(', ')}`);
   } finally {
-    db.close();
+    await db.close();
   }
 }
 

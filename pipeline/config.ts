@@ -12,7 +12,7 @@ import { BACKENDS, type BackendRequest } from '../backbone/backends.js';
 import { UserError } from '../core/errors.js';
 import { requireInputFile } from './paths.js';
 import { type View, parseViews } from '../data/views.js';
-import { isHttpUrl } from '../core/urls.js';
+import { isHttpUrl, isPostgresUrl } from '../core/urls.js';
 import { type SweepConfig, SweepSchema } from '../stages/sweep/config.js';
 import { type AuditConfig, AuditSchema } from '../stages/audit/config.js';
 
@@ -133,7 +133,8 @@ export function loadConfig(configPath: string | undefined, flags: ConfigFlags = 
       views: views.map((name) => (parseViews([name]) as View[])[0].name),
       resize: flag('--resize', flags.resize, z.enum(RESIZE_MODES)) ?? model.resize,
     },
-    cache: { db: flags.db ? fromCwd(flags.db) : inFile(cache.db) },
+    // A server URL is kept as given; a file is resolved like every other path.
+    cache: { db: isPostgresUrl(flags.db ?? cache.db) ? (flags.db ?? cache.db) : flags.db ? fromCwd(flags.db) : inFile(cache.db) },
     engine: {
       backend: flag('--backend', flags.backend, z.enum(BACKENDS)) ?? engine.backend,
       batch: flags.batch ?? engine.batch,

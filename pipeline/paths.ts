@@ -9,7 +9,7 @@
 import { type Stats, accessSync, constants, statSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { UserError } from '../core/errors.js';
-import { isHttpUrl } from '../core/urls.js';
+import { isHttpUrl, isPostgresUrl } from '../core/urls.js';
 
 /** Linux' limits: NAME_MAX bytes per path component, PATH_MAX bytes per path. */
 const NAME_MAX = 255;
@@ -107,6 +107,8 @@ export type DatabaseUse = 'create' | 'update' | 'read';
  * may do). Whether the bytes are SQLite and writable is checked when it is opened.
  */
 export function requireDatabaseFile(path: string, label: string, use: DatabaseUse): void {
+  // A server is checked when connecting (one line naming host:port), not as a file.
+  if (isPostgresUrl(path)) return;
   const info = look(path, label);
   if (info?.isDirectory()) return fail(label, path, 'is a directory, expected the cache database file');
   if (info && !info.isFile()) return fail(label, path, `is ${kindOf(info)}, expected the cache database file`);

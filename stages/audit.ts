@@ -6,10 +6,8 @@
  * that have a copy in train/val, and a 2-D map. The result is stored in the cache; its
  * field names are the JSON API (README): change them only with the README.
  */
-import { saveAudit } from '../cache/audit.js';
-import type { Db } from '../cache/database.js';
-import { type FeatureSet, latestExtractRun, listItems, loadVectors } from '../cache/features.js';
-import { listSweeps, loadSplit } from '../cache/sweeps.js';
+import type { FeatureSet } from '../cache/features.js';
+import { type Store, type StoreLike, storeOf } from '../cache/store.js';
 import { UserError } from '../core/errors.js';
 import { type Log, type StartProgress, noProgress, quietLog } from '../core/log.js';
 import { byCodeUnit } from '../data/dataset.js';
@@ -26,7 +24,7 @@ import type { AuditResult, LeakFreeAccuracy, Outlier } from './audit/result.js';
 export type { AuditResult, LabelIssue, LeakFreeAccuracy, Outlier } from './audit/result.js';
 
 export interface AuditOptions {
-  readonly db: Db;
+  readonly db: StoreLike;
   readonly featureSet: FeatureSet;
   readonly config: AuditConfig;
   readonly log?: Log;
@@ -34,7 +32,8 @@ export interface AuditOptions {
 }
 
 export async function runAudit(options: AuditOptions): Promise<AuditResult> {
-  const { db, featureSet, config } = options;
+  const { featureSet, config } = options;
+  const db = storeOf(options.db);
   const log = options.log ?? quietLog;
   const started = performance.now();
   const clock = () => {
@@ -48,10 +47,10 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
   };
   const lap = clock();
 
-  const listed = listItems(db, featureSet.id);
+  const listed = await db.listItems(featureSet.id);
   if (listed.length === 0) throw new UserError(`feature set ${featureSet.id} has no images recorded: run \`pipeline extract\` first`);
-  const vectors = loadVectors(db, featureSet.id, listed.map((item) => item.sha256));
-  const stored = loadSplit(db, featureSet.id);
+  const vectors = await db.loadVectors(featureSet.id, listed.map((item) => item.sha256));
+  const stored = await db.loadSplit(featureSet.id);
   const storedSplit = new Map(stored.map((row) => [row.path, row.split as string]));
   const items: AuditItem[] = listed
     .filter((item) => vectors.has(item.sha256))
@@ -72,7 +71,7 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
   const x = new Float32Array(items.length * dim);
   items.forEach((item, i) => x.set(vectors.get(item.sha256)!, i * dim));
 
-  const root = latestExtractRun(db, featureSet.id)?.datasetRoot ?? null;
+  const root = (await db.latestExtractRun(featureSet.id))?.datasetRoot ?? null;
   const hashed = await perceptualHashes(db, featureSet, items, root, log, options.startProgress ?? noProgress);
   const hashSeconds = lap();
 
@@ -110,7 +109,7 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
   const outliers = leastTypical(items, y, labels.length, neighbours.classCosine, config.outliers);
   const labelSeconds = lap();
 
-  const testAccuracy = latestLeakFreeAccuracy(db, featureSet, groups);
+  const testAccuracy = await latestLeakFreeAccuracy(db, featureSet, groups);
   const summary: AuditResult['summary'] = {
     images: items.length,
     duplicate_groups: groups.length,
@@ -146,7 +145,7 @@ export async function runAudit(options: AuditOptions): Promise<AuditResult> {
     summary,
     seconds,
   };
-  const auditId = saveAudit(db, {
+  const auditId = await db.saveAudit({
     featureSet: featureSet.id,
     config,
     result: findings,
@@ -191,9 +190,9 @@ function leastTypical(
  * The latest finished sweep's winner on test, with and without the test images that have
  * a copy in train or val.
  */
-function latestLeakFreeAccuracy(db: Db, featureSet: FeatureSet, groups: readonly DuplicateGroup[]): LeakFreeAccuracy | null {
+async function latestLeakFreeAccuracy(db: Store, featureSet: FeatureSet, groups: readonly DuplicateGroup[]): Promise<LeakFreeAccuracy | null> {
   // Sweeps from before members were stored cannot be lined up with images: skipped.
-  const sweep = listSweeps(db).filter((s) => s.featureSet === featureSet.id && s.status === 'done' && s.dataHash !== null).at(-1);
+  const sweep = (await db.listSweeps()).filter((s) => s.featureSet === featureSet.id && s.status === 'done' && s.dataHash !== null).at(-1);
   return sweep ? leakFreeAccuracy(db, sweep, testCopies(groups)) : null;
 }
 

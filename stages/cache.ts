@@ -1,6 +1,5 @@
 /** `pipeline cache`: what the cache holds, one feature set per entry, and optionally its failures. */
-import type { Db } from '../cache/database.js';
-import { listFailures, listFeatureSets } from '../cache/features.js';
+import { type StoreLike, storeOf } from '../cache/store.js';
 import { selectFeatureSet } from './feature-set.js';
 
 export interface CacheListingOptions {
@@ -8,9 +7,10 @@ export interface CacheListingOptions {
   readonly failures?: { readonly featureSet: string | undefined };
 }
 
-/** The lines `pipeline cache` prints for the database at `dbPath`. */
-export function describeCache(db: Db, dbPath: string, options: CacheListingOptions = {}): string[] {
-  const sets = listFeatureSets(db);
+/** The lines `pipeline cache` prints for the store at `dbPath`. */
+export async function describeCache(db: StoreLike, dbPath: string, options: CacheListingOptions = {}): Promise<string[]> {
+  const store = storeOf(db);
+  const sets = await store.listFeatureSets();
   if (sets.length === 0) return [`${dbPath}: no feature sets yet (run \`pipeline extract\`)`];
   const lines = [`${dbPath}:`];
   for (const set of sets) {
@@ -20,10 +20,19 @@ export function describeCache(db: Db, dbPath: string, options: CacheListingOptio
       `      views ${set.views.map((v) => `${v.view} (${v.vectors})`).join(', ') || 'none yet'}`,
       `      model ${set.modelSource}`,
     );
+    // A server store shares extraction between workers: how far the newest plan is.
+    const progress = await store.shards?.progress(set.id);
+    if (progress) {
+      lines.push(
+        `      shards ${progress.done} done, ${progress.running} running, ${progress.waiting} waiting, ${progress.failed} failed ` +
+          `of ${progress.shards} (${progress.imagesDone}/${progress.images} images); ` +
+          `${progress.workersSeen} workers seen in the last minute, ${progress.imagesPerSecond.toFixed(1)} images/s`,
+      );
+    }
   }
   if (options.failures) {
-    const set = selectFeatureSet(db, options.failures.featureSet);
-    for (const failure of listFailures(db, set.id)) lines.push(`  ${failure.path}: ${failure.error}`);
+    const set = await selectFeatureSet(store, options.failures.featureSet);
+    for (const failure of await store.listFailures(set.id)) lines.push(`  ${failure.path}: ${failure.error}`);
   }
   return lines;
 }

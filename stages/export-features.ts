@@ -5,8 +5,8 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'csv-stringify/sync';
-import type { Db } from '../cache/database.js';
-import { type FeatureSet, listItems, loadVectors } from '../cache/features.js';
+import type { FeatureSet } from '../cache/features.js';
+import { type StoreLike, storeOf } from '../cache/store.js';
 import { UserError, messageOf } from '../core/errors.js';
 import { writeFileAtomically } from '../core/files.js';
 
@@ -17,9 +17,10 @@ export interface ExportedFeatures {
 }
 
 /** `view`: which view's vectors (data/views.ts), 'original' by default. */
-export async function exportFeatures(db: Db, featureSet: FeatureSet, outDir: string, view = 'original'): Promise<ExportedFeatures> {
-  const items = listItems(db, featureSet.id);
-  const vectors = loadVectors(db, featureSet.id, items.map((item) => item.sha256), view);
+export async function exportFeatures(db: StoreLike, featureSet: FeatureSet, outDir: string, view = 'original'): Promise<ExportedFeatures> {
+  const store = storeOf(db);
+  const items = await store.listItems(featureSet.id);
+  const vectors = await store.loadVectors(featureSet.id, items.map((item) => item.sha256), view);
   const rows = items.filter((item) => vectors.has(item.sha256));
   if (rows.length === 0) {
     throw new UserError(`feature set ${featureSet.id} has no extracted features of view ${view}: run \`pipeline extract${view === 'original' ? '' : ` --views ${view}`}\``);

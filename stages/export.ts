@@ -28,7 +28,7 @@ import { type InputSize, PREPROCESSING, type ResizeMode, formatSize, parseSize }
 import { type BackboneWeights, backboneWeights, readWeightFile } from '../backbone/weights.js';
 import type { ViewName } from '../backbone/classifier-spec.js';
 import { buildClassifierOnnx, CLASSIFIER_INPUT, CLASSIFIER_OUTPUT } from '../backbone/onnx-classifier.js';
-import type { Db } from '../cache/database.js';
+import type { StoreLike } from '../cache/store.js';
 import type { FeatureSet } from '../cache/features.js';
 import type { StoredRun } from '../cache/sweeps.js';
 import { parseViews } from '../data/views.js';
@@ -118,7 +118,7 @@ export interface ExportMetadata {
 }
 
 export interface ExportOptions {
-  readonly db: Db;
+  readonly db: StoreLike;
   /** Sweep id; the latest sweep when absent. */
   readonly sweepId?: number;
   /** 'best' (the best seed of the winning variant) or a run key. */
@@ -201,8 +201,8 @@ export async function exportModel(options: ExportOptions): Promise<ExportOutcome
   const log = options.log ?? quietLog;
   const format = options.format ?? 'tfjs';
   const { db } = options;
-  const sweep = chooseSweep(db, options.sweepId);
-  const results = sweepResults(db, sweep);
+  const sweep = await chooseSweep(db, options.sweepId);
+  const results = await sweepResults(db, sweep);
   const run = findRun(results, options.run);
   const featureSet = results.featureSet;
 

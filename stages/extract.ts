@@ -8,24 +8,19 @@
  * while the engine works -> commit each group. A kill loses at most the groups in
  * flight; a rerun computes only what is missing. Each decoded image without a perceptual
  * hash gets one from the same pixels (for `pipeline audit`), stored with its group.
+ *
+ * On a server store (a postgres:// --db) the same work is cut into shards that any number
+ * of processes claim, and each shard commits whole with its completion (extractByShards).
  */
-import { readFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import pLimit from 'p-limit';
-import { startEngine } from '../backbone/engine.js';
+import { type Engine, startEngine } from '../backbone/engine.js';
 import { PREPROCESSING, type InputSize, type ResizeMode, formatSize } from '../backbone/preprocessing.js';
 import { backboneWeights, readWeightFile } from '../backbone/weights.js';
-import { loadPerceptualHashes, savePerceptualHashes } from '../cache/audit.js';
-import { openDatabase } from '../cache/database.js';
-import {
-  type FailureRow,
-  type FeatureSet,
-  ensureFeatureSet,
-  extractedHashes,
-  finishExtractRun,
-  replaceItems,
-  saveBatch,
-  startExtractRun,
-} from '../cache/features.js';
+import type { FailureRow, FeatureSet } from '../cache/features.js';
+import { type FileHash, type FileHashes, type ShardProgress, type ShardQueue, openStore } from '../cache/store.js';
 import { type Dataset, type DatasetItem, scanDataset } from '../data/dataset.js';
 import { ensureDataset } from '../data/fetch-dataset.js';
 import { sha256 } from '../data/hash.js';
@@ -40,7 +35,10 @@ export interface ExtractOptions {
   readonly dataset: { root: string; url: string | null; sha256: string | null; splits: string | null };
   /** One size or several (one feature set each); views default to ['original'] (data/views.ts). */
   readonly model: { weights: string; size: InputSize | readonly InputSize[]; resize: ResizeMode; views?: readonly string[] };
+  /** A SQLite file, or a postgres:// URL: then the work is shared with every other process extracting the same feature set. */
   readonly db: string;
+  /** With a server store: images per shard (default 1000) and the seconds a claimed shard may take before another worker gets it (default 900). */
+  readonly shards?: { readonly size?: number; readonly timeoutSeconds?: number };
   readonly backend: BackendRequest;
   readonly batch: number;
   readonly concurrency: number;
@@ -69,6 +67,8 @@ export interface ExtractSummary {
   readonly failures: readonly FailureRow[];
   readonly seconds: number;
   readonly interrupted: boolean;
+  /** With a server store: this worker's shards, and the whole feature set's progress (of the first size). */
+  readonly cluster?: { readonly shardsDone: number; readonly progress: ShardProgress };
 }
 
 interface HashedItem extends DatasetItem {
@@ -112,121 +112,253 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
       `views ${views.map((v) => v.name).join(', ')}`,
   );
 
-  const db = openDatabase(options.db);
-  try {
-    const featureSets = sizes.map((size) =>
-      ensureFeatureSet(db, {
-        id: featureSetId(weights.sha256, weights.arch.name, weights.arch.alpha, size, options.model.resize, backend.backend),
-        modelSource: options.model.weights,
-        weightsSha256: weights.sha256,
-        architecture: weights.arch.name,
-        alpha: weights.arch.alpha,
-        height: size.height,
-        width: size.width,
-        resize: options.model.resize,
-        preprocessing: PREPROCESSING.id,
-        backend: backend.backend,
-        dim: weights.arch.featureDim,
-      }),
-    );
-    const items = await hashItems(dataset.items, options.concurrency);
-    for (const set of featureSets) replaceItems(db, set.id, items);
-
-    const allOutputs = featureSets.flatMap((set, i) => views.map((view) => ({ set, size: sizes[i], view, done: extractedHashes(db, set.id, view.name) })));
-    const missing = (item: HashedItem) => allOutputs.filter((o) => !o.done.has(item.sha256));
-    const cached = items.filter((item) => missing(item).length === 0).length;
-    const toDecode = uniqueByContent(items).filter((item) => missing(item).length > 0);
-    const hashed = loadPerceptualHashes(db, toDecode.map((item) => item.sha256));
-    const pending: Work[] = toDecode.map((item) => ({ item, outputs: missing(item), needsHash: !hashed.has(item.sha256) }));
-    for (const set of featureSets) log(`feature set ${set.id} (${set.height}x${set.width})`);
-    log(`${cached} images fully cached, ${pending.length} distinct images to extract (${pending.reduce((n, w) => n + w.outputs.length, 0)} vectors)`);
-
-    const runIds = featureSets.map((set) => startExtractRun(db, set.id, dataset.root, items.length));
-    const started = performance.now();
-    const extractedPer = new Map(featureSets.map((set) => [set.id, 0]));
-    let decoded = 0;
-    /** By content: a failure is recorded in every feature set, reported once. */
-    const failures = new Map<string, FailureRow>();
-    let interrupted = false;
-    let aborted = false;
-    let status: 'done' | 'interrupted' | 'failed' = 'failed';
+  const db = await openStore(options.db);
+  return db.guard(async () => {
     try {
-      if (pending.length > 0) {
-        const engine = await startEngine({ weights, backend, size: sizes[0], batchSize: options.batch });
-        const progress = startProgress('extract', pending.length, 'images');
+      const featureSets = await Promise.all(sizes.map((size) =>
+        db.ensureFeatureSet({
+          id: featureSetId(weights.sha256, weights.arch.name, weights.arch.alpha, size, options.model.resize, backend.backend),
+          modelSource: options.model.weights,
+          weightsSha256: weights.sha256,
+          architecture: weights.arch.name,
+          alpha: weights.arch.alpha,
+          height: size.height,
+          width: size.width,
+          resize: options.model.resize,
+          preprocessing: PREPROCESSING.id,
+          backend: backend.backend,
+          dim: weights.arch.featureDim,
+        }),
+      ));
+      const items = await hashItems(dataset, options.concurrency, db.fileHashes, log);
+      for (const set of featureSets) await db.replaceItems(set.id, items);
+
+      const allOutputs = await Promise.all(
+        featureSets.flatMap((set, i) => views.map(async (view) => ({ set, size: sizes[i], view, done: await db.extractedHashes(set.id, view.name) }))),
+      );
+      const missing = (item: HashedItem) => allOutputs.filter((o) => !o.done.has(item.sha256));
+      const cached = items.filter((item) => missing(item).length === 0).length;
+      const toDecode = uniqueByContent(items).filter((item) => missing(item).length > 0);
+      const hashed = await db.loadPerceptualHashes(toDecode.map((item) => item.sha256));
+      const pending: Work[] = toDecode.map((item) => ({ item, outputs: missing(item), needsHash: !hashed.has(item.sha256) }));
+      for (const set of featureSets) log(`feature set ${set.id} (${set.height}x${set.width})`);
+      log(`${cached} images fully cached, ${pending.length} distinct images to extract (${pending.reduce((n, w) => n + w.outputs.length, 0)} vectors)`);
+
+      const runIds = await Promise.all(featureSets.map((set) => db.startExtractRun(set.id, dataset.root, items.length)));
+      const started = performance.now();
+      const extractedPer = new Map(featureSets.map((set) => [set.id, 0]));
+      let decoded = 0;
+      /** By content: a failure is recorded in every feature set, reported once. */
+      const failures = new Map<string, FailureRow>();
+      let interrupted = false;
+      let status: 'done' | 'interrupted' | 'failed' = 'failed';
+      let cluster: ExtractSummary['cluster'];
+      // One engine for every size, started only when some image needs it (a worker joining a
+      // finished feature set never pays for it).
+      let engine: Promise<Engine> | undefined;
+      const engineOf = () => (engine ??= startEngine({ weights, backend, size: sizes[0], batchSize: options.batch }));
+      const record = (result: GroupResult) => {
+        decoded += result.decoded;
+        for (const { sha256, path, error } of result.failures) failures.set(sha256, { sha256, path, error });
+      };
+      try {
         try {
-          const decodeLimit = pLimit(options.concurrency);
-          // One group per engine slot plus one decoding ahead keeps the engine busy.
-          const groupLimit = pLimit(engine.parallelism + 1);
-          // Pixel buffers per size, reused (and moved to the engine thread, not copied):
-          // fresh memory is slow to touch on these VMs.
-          const buffers = new Map<string, Uint8Array[]>();
-          const engineRun = async (size: InputSize, inputs: readonly Buffer[]) => {
-            const free = buffers.get(formatSize(size)) ?? [];
-            buffers.set(formatSize(size), free);
-            const buffer = free.pop() ?? new Uint8Array(options.batch * imageBytes(size));
-            inputs.forEach((pixels, i) => buffer.set(pixels, i * imageBytes(size)));
-            const result = await engine.runInPlace(buffer, inputs.length, size);
-            free.push(result.buffer);
-            return result.features;
-          };
-          // Groups of `batch` images: each image's vectors of every view and size are computed together.
-          const groupSize = Math.max(1, Math.floor(options.batch / Math.max(1, views.length)));
-          await Promise.all(
-            chunk(pending, groupSize).map((group) =>
-              groupLimit(async () => {
-                if (aborted) return;
-                if (options.shouldStop?.()) {
-                  interrupted = true;
-                  return;
-                }
-                const result = await extractGroup(group, options, decodeLimit, engineRun, weights.arch.featureDim).catch((error: unknown) => {
-                  aborted = true; // queued groups return at once; committed ones stay
-                  throw error;
-                });
-                savePerceptualHashes(db, result.hashes);
+          if (db.shards) {
+            // Shared work: the listing is cut into shards that every process extracting this
+            // feature set claims one at a time; each shard's vectors commit with its completion.
+            const outcome = await extractByShards(db.shards, featureSets, allOutputs, items, options, engineOf, log, startProgress, (set, result) => {
+              extractedPer.set(set.id, extractedPer.get(set.id)! + result.features.filter((f) => f.set === set).length);
+              record(result);
+            });
+            interrupted = outcome.interrupted;
+            cluster = outcome.cluster;
+          } else if (pending.length > 0) {
+            const progress = startProgress('extract', pending.length, 'images');
+            try {
+              const result = await extractWorks(pending, options, await engineOf(), weights.arch.featureDim, views.length, async (group, result) => {
+                await db.savePerceptualHashes(result.hashes);
                 for (const set of featureSets) {
                   const features = result.features.filter((f) => f.set === set);
-                  saveBatch(db, set.id, { features, failures: result.failures.filter((f) => f.set === set) });
+                  await db.saveBatch(set.id, { features, failures: result.failures.filter((f) => f.set === set) });
                   extractedPer.set(set.id, extractedPer.get(set.id)! + features.length);
                 }
-                decoded += result.decoded;
-                for (const { sha256, path, error } of result.failures) failures.set(sha256, { sha256, path, error });
+                record(result);
                 progress.advance(group.length);
-              }),
-            ),
-          );
+              });
+              interrupted = result.interrupted;
+            } finally {
+              progress.stop();
+            }
+          }
         } finally {
-          progress.stop();
-          await engine.close();
+          if (engine) await (await engine).close();
+        }
+        status = interrupted ? 'interrupted' : 'done';
+      } finally {
+        const seconds = (performance.now() - started) / 1000;
+        for (const [i, set] of featureSets.entries()) {
+          await db.finishExtractRun(runIds[i], { status, extracted: extractedPer.get(set.id)!, failed: failures.size, seconds });
         }
       }
-      status = interrupted ? 'interrupted' : 'done';
+      // Failures are per content; report every path that has that content.
+      const failedPaths = items.filter((item) => failures.has(item.sha256)).map((item) => ({ sha256: item.sha256, path: item.path, error: failures.get(item.sha256)!.error }));
+      return {
+        featureSet: featureSets[0],
+        featureSets,
+        views: views.map((v) => v.name),
+        dataset,
+        images: items.length,
+        toExtract: pending.length,
+        extracted: [...extractedPer.values()].reduce((a, b) => a + b, 0),
+        decoded,
+        cached,
+        failures: failedPaths,
+        seconds: (performance.now() - started) / 1000,
+        interrupted,
+        ...(cluster ? { cluster } : {}),
+      };
     } finally {
-      const seconds = (performance.now() - started) / 1000;
-      featureSets.forEach((set, i) =>
-        finishExtractRun(db, runIds[i], { status, extracted: extractedPer.get(set.id)!, failed: failures.size, seconds }),
-      );
+      await db.close();
     }
-    // Failures are per content; report every path that has that content.
-    const failedPaths = items.filter((item) => failures.has(item.sha256)).map((item) => ({ sha256: item.sha256, path: item.path, error: failures.get(item.sha256)!.error }));
-    return {
-      featureSet: featureSets[0],
-      featureSets,
-      views: views.map((v) => v.name),
-      dataset,
-      images: items.length,
-      toExtract: pending.length,
-      extracted: [...extractedPer.values()].reduce((a, b) => a + b, 0),
-      decoded,
-      cached,
-      failures: failedPaths,
-      seconds: (performance.now() - started) / 1000,
-      interrupted,
+  });
+}
+
+type GroupResult = Awaited<ReturnType<typeof extractGroup>>;
+
+/**
+ * Runs `pending` through the engine in groups of `batch` images (each image's vectors of
+ * every view and size together), one group per engine slot plus one decoding ahead, and
+ * hands each group's result to `onGroup` as it completes. Stops starting groups once
+ * `options.shouldStop` says so (with `stoppable`); a failing group stops the rest.
+ */
+async function extractWorks(
+  pending: readonly Work[],
+  options: ExtractOptions,
+  engine: Engine,
+  dim: number,
+  views: number,
+  onGroup: (group: readonly Work[], result: GroupResult) => Promise<void>,
+  stoppable = true,
+): Promise<{ interrupted: boolean }> {
+  let interrupted = false;
+  let aborted = false;
+  const decodeLimit = pLimit(options.concurrency);
+  const groupLimit = pLimit(engine.parallelism + 1);
+  // Pixel buffers per size, reused (and moved to the engine thread, not copied):
+  // fresh memory is slow to touch on these VMs.
+  const buffers = new Map<string, Uint8Array[]>();
+  const engineRun = async (size: InputSize, inputs: readonly Buffer[]) => {
+    const free = buffers.get(formatSize(size)) ?? [];
+    buffers.set(formatSize(size), free);
+    const buffer = free.pop() ?? new Uint8Array(options.batch * imageBytes(size));
+    inputs.forEach((pixels, i) => buffer.set(pixels, i * imageBytes(size)));
+    const result = await engine.runInPlace(buffer, inputs.length, size);
+    free.push(result.buffer);
+    return result.features;
+  };
+  const groupSize = Math.max(1, Math.floor(options.batch / views));
+  await Promise.all(
+    chunk(pending, groupSize).map((group) =>
+      groupLimit(async () => {
+        if (aborted) return;
+        if (stoppable && options.shouldStop?.()) {
+          interrupted = true;
+          return;
+        }
+        const result = await extractGroup(group, options, decodeLimit, engineRun, dim).catch((error: unknown) => {
+          aborted = true; // queued groups return at once; committed ones stay
+          throw error;
+        });
+        await onGroup(group, result);
+      }),
+    ),
+  );
+  return { interrupted };
+}
+
+/**
+ * The shard loop of a server store, one feature set (size) after another: plan the
+ * listing's shards (once, whoever comes first), then claim shards until all are complete.
+ * A shard is extracted whole (Ctrl-C is honoured between shards, so no shard is ever
+ * half-committed), computing only the vectors this worker does not see stored already.
+ */
+async function extractByShards(
+  queue: ShardQueue,
+  featureSets: readonly FeatureSet[],
+  outputs: ReadonlyArray<Output & { done: Set<string> }>,
+  items: readonly HashedItem[],
+  options: ExtractOptions,
+  engineOf: () => Promise<Engine>,
+  log: Log,
+  startProgress: StartProgress,
+  onResult: (set: FeatureSet, result: GroupResult) => void,
+): Promise<{ interrupted: boolean; cluster: NonNullable<ExtractSummary['cluster']> }> {
+  const shardSize = options.shards?.size ?? 1000;
+  const expireInSeconds = options.shards?.timeoutSeconds ?? 900;
+  const workerId = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`;
+  const since = new Date();
+  const byContent = new Map(uniqueByContent(items).map((item) => [item.sha256, item]));
+  let shardsDone = 0;
+  let first: NonNullable<ExtractSummary['cluster']> | undefined;
+  for (const set of featureSets) {
+    const plan = await queue.plan(set.id, [...byContent.values()].map(({ path, sha256 }) => ({ path, sha256 })), { shardSize, expireInSeconds });
+    log(`feature set ${set.id}: ${plan.shards} shards of up to ${shardSize} images (${plan.created ? 'planned now' : 'planned by another worker or run'}); worker ${workerId}`);
+    const setOutputs = outputs.filter((o) => o.set === set);
+    const viewCount = setOutputs.length;
+    // The bar shows the whole cluster's progress, refreshed at each commit and every few seconds.
+    const start = await queue.progress(set.id);
+    const progress = startProgress(`extract ${set.height}x${set.width} (all workers)`, start?.images ?? byContent.size, 'images');
+    let shown = 0;
+    const refresh = async () => {
+      const now = await queue.progress(set.id);
+      if (now && now.imagesDone > shown) {
+        progress.advance(now.imagesDone - shown);
+        shown = now.imagesDone;
+      }
     };
-  } finally {
-    db.close();
+    const timer = setInterval(() => void refresh().catch(() => {}), 5000);
+    timer.unref();
+    try {
+      await refresh();
+      shardsDone += await queue.work(
+        set.id,
+        async (shard) => {
+          const failures: FailureRow[] = [];
+          const works: Work[] = [];
+          for (const { path, sha256 } of shard.items) {
+            const item = byContent.get(sha256);
+            // A shard of an older listing may still be queued: its images that are gone
+            // from this listing are none of this plan's business.
+            if (!item && shard.plan !== plan.plan) continue;
+            if (!item) {
+              failures.push({ sha256, path, error: `not in the dataset this worker sees (${options.dataset.root}): do all workers read the same files?` });
+              continue;
+            }
+            const missing = setOutputs.filter((o) => !o.done.has(sha256));
+            // Perceptual hashes are left to `pipeline audit` here: a shard commits only its vectors.
+            if (missing.length) works.push({ item, outputs: missing, needsHash: false });
+          }
+          const features: { sha256: string; view: string; vector: Float32Array }[] = [];
+          if (works.length) {
+            await extractWorks(works, options, await engineOf(), set.dim, viewCount, async (_group, result) => {
+              for (const f of result.features) features.push({ sha256: f.sha256, view: f.view, vector: f.vector });
+              failures.push(...result.failures);
+              onResult(set, result);
+            }, false);
+          }
+          return { features, failures };
+        },
+        { workerId, shouldStop: options.shouldStop, onCommit: () => void refresh().catch(() => {}) },
+      );
+    } finally {
+      clearInterval(timer);
+      progress.stop();
+    }
+    const now = await queue.progress(set.id, since);
+    if (now && !first) first = { shardsDone, progress: now };
+    if (options.shouldStop?.()) return { interrupted: true, cluster: first ?? { shardsDone, progress: now! } };
   }
+  return { interrupted: false, cluster: { ...first!, shardsDone } };
 }
 
 /**
@@ -245,9 +377,32 @@ export function featureSetId(
   return sha256(JSON.stringify(identity)).slice(0, 16);
 }
 
-async function hashItems(items: readonly DatasetItem[], concurrency: number): Promise<HashedItem[]> {
+/**
+ * The content hash of every file. With recorded hashes (a server store), a file whose size
+ * and modification time are as recorded is not read: on a shared file system only the
+ * first worker reads everything. A stale record cannot give a wrong vector: extraction
+ * checks each file's bytes against its hash before using them.
+ */
+async function hashItems(dataset: Dataset, concurrency: number, known: FileHashes | undefined, log: Log): Promise<HashedItem[]> {
   const limit = pLimit(concurrency);
-  return Promise.all(items.map((item) => limit(async () => ({ ...item, sha256: sha256(await readFile(item.absolutePath)) }))));
+  if (!known) return Promise.all(dataset.items.map((item) => limit(async () => ({ ...item, sha256: sha256(await readFile(item.absolutePath)) }))));
+  const recorded = await known.load(dataset.root);
+  const fresh: FileHash[] = [];
+  const items = await Promise.all(
+    dataset.items.map((item) =>
+      limit(async () => {
+        const info = await stat(item.absolutePath);
+        const record = recorded.get(item.path);
+        if (record && record.size === info.size && record.mtimeMs === info.mtimeMs) return { ...item, sha256: record.sha256 };
+        const hashed = { ...item, sha256: sha256(await readFile(item.absolutePath)) };
+        fresh.push({ path: item.path, size: info.size, mtimeMs: info.mtimeMs, sha256: hashed.sha256 });
+        return hashed;
+      }),
+    ),
+  );
+  await known.save(dataset.root, fresh);
+  log(`hashed ${fresh.length} files, ${items.length - fresh.length} unchanged since another worker hashed them`);
+  return items;
 }
 
 /** Byte-identical files share one vector: extract each content once. */

@@ -3,10 +3,10 @@
  * the terminal, JSON and HTML renderings all read. Field names here are the JSON API
  * (documented in README): change them only with the README.
  */
-import { type StoredAudit, latestAudit } from '../cache/audit.js';
-import type { Db } from '../cache/database.js';
-import { type FeatureSet, getFeatureSet, latestExtractRun, listItems } from '../cache/features.js';
-import { type StoredRun, type SweepMember, type SweepRow, getSweep, listSweeps, loadRuns, loadSplit, loadSweepMembers } from '../cache/sweeps.js';
+import type { StoredAudit } from '../cache/audit.js';
+import type { FeatureSet } from '../cache/features.js';
+import { type StoreLike, storeOf } from '../cache/store.js';
+import type { StoredRun, SweepMember, SweepRow } from '../cache/sweeps.js';
 import type { Split } from '../data/dataset.js';
 import { UserError } from '../core/errors.js';
 import type { AuditResult, LeakFreeAccuracy } from './audit/result.js';
@@ -117,13 +117,14 @@ export interface ReportFacts {
 }
 
 /** The sweep asked for, or the latest one. */
-export function chooseSweep(db: Db, id: number | undefined): SweepRow {
+export async function chooseSweep(db: StoreLike, id: number | undefined): Promise<SweepRow> {
+  const store = storeOf(db);
   if (id !== undefined) {
-    const sweep = getSweep(db, id);
+    const sweep = await store.getSweep(id);
     if (!sweep) throw new UserError(`--sweep ${id}: no such sweep (pipeline report --list shows them)`);
     return sweep;
   }
-  const sweeps = listSweeps(db);
+  const sweeps = await store.listSweeps();
   if (sweeps.length === 0) throw new UserError('no sweep yet: run `pipeline sweep` first');
   return sweeps[sweeps.length - 1];
 }
@@ -136,10 +137,11 @@ export interface SweepResults {
   readonly metric: Metric;
 }
 
-export function sweepResults(db: Db, sweep: SweepRow): SweepResults {
-  const featureSet = getFeatureSet(db, sweep.featureSet)!;
+export async function sweepResults(db: StoreLike, sweep: SweepRow): Promise<SweepResults> {
+  const store = storeOf(db);
+  const featureSet = (await store.getFeatureSet(sweep.featureSet))!;
   const config = JSON.parse(sweep.configJson) as { sweep: SweepConfig };
-  const runs = loadRuns(db, sweep.id);
+  const runs = await store.loadRuns(sweep.id);
   if (runs.length === 0) throw new UserError(`sweep ${sweep.id} has no finished runs yet (pipeline sweep --resume continues it)`);
   return { sweep, featureSet, ranking: rankVariants(runs, config.sweep.metric), runs, metric: config.sweep.metric };
 }
@@ -160,11 +162,12 @@ export interface AuditForReport {
 }
 
 /** The newest stored audit of a feature set (`pipeline audit`), if any. */
-export function reportAudit(db: Db, featureSet: string): AuditForReport | undefined {
-  const stored = latestAudit<Omit<AuditResult, 'audit_id'>>(db, featureSet);
+export async function reportAudit(db: StoreLike, featureSet: string): Promise<AuditForReport | undefined> {
+  const store = storeOf(db);
+  const stored = await store.latestAudit<Omit<AuditResult, 'audit_id'>>(featureSet);
   if (!stored) return undefined;
-  const items = new Map(listItems(db, featureSet).map((item) => [item.path, item]));
-  const split = loadSplit(db, featureSet);
+  const items = new Map((await store.listItems(featureSet)).map((item) => [item.path, item]));
+  const split = await store.loadSplit(featureSet);
   const splitOf = new Map<string, string | null>(split.length > 0 ? split.map((row) => [row.path, row.split]) : [...items.values()].map((item) => [item.path, item.split]));
   return {
     stored,
@@ -173,14 +176,16 @@ export function reportAudit(db: Db, featureSet: string): AuditForReport | undefi
 }
 
 /** `audit` defaults to the newest audit of the sweep's feature set (reportAudit). */
-export function gatherReport(db: Db, sweepRow: SweepRow, audit: AuditForReport | undefined = reportAudit(db, sweepRow.featureSet)): ReportFacts {
-  const data = pinnedData(db, sweepRow);
-  const results = sweepResults(db, sweepRow);
+export async function gatherReport(db: StoreLike, sweepRow: SweepRow, audit?: AuditForReport): Promise<ReportFacts> {
+  const store = storeOf(db);
+  audit ??= await reportAudit(store, sweepRow.featureSet);
+  const data = await pinnedData(store, sweepRow);
+  const results = await sweepResults(store, sweepRow);
   const { sweep, featureSet, ranking, runs, metric } = results;
   const config = JSON.parse(sweep.configJson) as { sweep: SweepConfig };
   const winner = ranking[0];
   const best = winner.bestRun;
-  const extract = latestExtractRun(db, featureSet.id, sweep.startedAt);
+  const extract = await store.latestExtractRun(featureSet.id, sweep.startedAt);
   const classes = data.labels.length;
   const predicted = argmaxRows(best.testProbabilities, classes);
   const misclassified: MisclassifiedImage[] = [];
@@ -274,7 +279,7 @@ export function gatherReport(db: Db, sweepRow: SweepRow, audit: AuditForReport |
           audit_id: audit.stored.id,
           created_at: audit.stored.createdAt,
           summary: audit.stored.result.summary,
-          test_accuracy: leakFreeAccuracy(db, sweep, testCopies(audit.stored.result.duplicate_groups)),
+          test_accuracy: await leakFreeAccuracy(store, sweep, testCopies(audit.stored.result.duplicate_groups)),
         }
       : null,
   };
@@ -285,9 +290,9 @@ export function gatherReport(db: Db, sweepRow: SweepRow, audit: AuditForReport |
  * and without the test images in `copies`. Its stored test probabilities are in the order
  * of the sweep's own test members.
  */
-export function leakFreeAccuracy(db: Db, sweep: SweepRow, copies: ReadonlySet<string>): LeakFreeAccuracy {
-  const run = sweepResults(db, sweep).ranking[0].bestRun;
-  const data = pinnedData(db, sweep);
+export async function leakFreeAccuracy(db: StoreLike, sweep: SweepRow, copies: ReadonlySet<string>): Promise<LeakFreeAccuracy> {
+  const run = (await sweepResults(db, sweep)).ranking[0].bestRun;
+  const data = await pinnedData(db, sweep);
   const predicted = argmaxRows(run.testProbabilities, data.labels.length);
   let right = 0;
   let kept = 0;
@@ -310,18 +315,17 @@ export function leakFreeAccuracy(db: Db, sweep: SweepRow, copies: ReadonlySet<st
   };
 }
 
-/**
- * The data a sweep was trained on, as stored with it: never the dataset's current listing,
- * which may have changed since.
- */
 /** The images a sweep was trained and scored on, as stored with it (never the current listing). */
-export function pinnedData(db: Db, sweep: SweepRow): { labels: string[]; train: SweepMember[]; val: SweepMember[]; test: SweepMember[] } {
+export async function pinnedData(
+  db: StoreLike,
+  sweep: SweepRow,
+): Promise<{ labels: string[]; train: SweepMember[]; val: SweepMember[]; test: SweepMember[] }> {
   if (sweep.dataHash === null || sweep.labels === null) {
     throw new UserError(
       `sweep ${sweep.id} was made by an earlier pipeline that did not record which images it trained on, so its split and misclassified images cannot be shown: run \`pipeline sweep\` again`,
     );
   }
-  const members = loadSweepMembers(db, sweep.id);
+  const members = await storeOf(db).loadSweepMembers(sweep.id);
   const part = (split: Split) => members.filter((m) => m.split === split);
   return { labels: sweep.labels, train: part('train'), val: part('val'), test: part('test') };
 }

@@ -5,23 +5,9 @@
  * an interrupted sweep resumes with `--resume` without retraining anything.
  */
 import { type Log, quietLog } from '../core/log.js';
-import type { Db } from '../cache/database.js';
-import { type FeatureSet, latestExtractRun, listFailures, listItems, loadVectors } from '../cache/features.js';
-import {
-  type SplitRow,
-  type StoredRun,
-  type SweepMember,
-  createSweep,
-  findSweep,
-  loadSweepMembers,
-  finishSweep,
-  finishedRunKeys,
-  getSweep,
-  loadRuns,
-  loadSplit,
-  saveRun,
-  saveSplit,
-} from '../cache/sweeps.js';
+import type { FeatureSet, ItemRow } from '../cache/features.js';
+import { type Store, type StoreLike, storeOf } from '../cache/store.js';
+import type { SplitRow, StoredRun, SweepMember } from '../cache/sweeps.js';
 import type { Split } from '../data/dataset.js';
 import { sha256 } from '../data/hash.js';
 import { UserError } from '../core/errors.js';
@@ -40,7 +26,7 @@ import { type RunResult, type SplitData, type TrainData, trainHeads, workerCount
 const TRAINER = 'wasm-simd';
 
 export interface SweepOptions {
-  readonly db: Db;
+  readonly db: StoreLike;
   readonly featureSet: FeatureSet;
   readonly sweep: SweepConfig;
   readonly resume: boolean;
@@ -73,35 +59,35 @@ export interface SweepData extends TrainData {
 
 export async function runSweep(options: SweepOptions): Promise<SweepOutcome> {
   const log = options.log ?? quietLog;
-  const { db, featureSet, sweep } = options;
-  const data = loadSweepData(db, featureSet, log);
+  const { featureSet, sweep } = options;
+  const db = storeOf(options.db);
+  const data = await loadSweepData(db, featureSet, log);
   const planned = planRuns(sweep);
   const trainer = TRAINER;
   const configJson = JSON.stringify({ sweep, trainer });
   const configHash = sha256(configJson);
   const dataHash = membersHash(featureSet.id, data.members);
 
-  const previous = findSweep(db, featureSet.id, configHash, dataHash);
+  const previous = await db.findSweep(featureSet.id, configHash, dataHash);
   if (previous?.status === 'done' && !options.resume) {
     log(`sweep ${previous.id} already ran this exact configuration on this exact data (feature set ${featureSet.id}): nothing to train`);
-    return outcome(previous.id, true, false, 0);
+    return await outcome(previous.id, true, false, 0);
   }
   if (previous && previous.status !== 'done' && !options.resume) {
     log(`note: sweep ${previous.id} with this configuration and data was interrupted; \`--resume\` continues it. Starting a new sweep.`);
   }
   if (options.resume && !previous) {
-    const other = findSweep(db, featureSet.id, configHash);
+    const other = await db.findSweep(featureSet.id, configHash);
     log(
       other
-        ? `--resume: sweep ${other.id} has this configuration but was trained on other data (${describeChange(loadSweepMembers(db, other.id), data.members)}): it cannot be resumed; starting a new sweep`
+        ? `--resume: sweep ${other.id} has this configuration but was trained on other data (${describeChange(await db.loadSweepMembers(other.id), data.members)}): it cannot be resumed; starting a new sweep`
         : '--resume: no earlier sweep with this configuration; starting a new one',
     );
   }
   const sweepId =
     options.resume && previous
       ? previous.id
-      : createSweep(
-          db,
+      : await db.createSweep(
           {
             featureSet: featureSet.id,
             configHash,
@@ -111,13 +97,13 @@ export async function runSweep(options: SweepOptions): Promise<SweepOutcome> {
             plannedRuns: planned.length,
             dataHash,
             labels: data.labels,
-            datasetRoot: latestExtractRun(db, featureSet.id)?.datasetRoot ?? null,
+            datasetRoot: (await db.latestExtractRun(featureSet.id))?.datasetRoot ?? null,
             imagesLeftOut: data.imagesLeftOut,
           },
           data.members,
         );
 
-  const finished = finishedRunKeys(db, sweepId);
+  const finished = await db.finishedRunKeys(sweepId);
   const pending = planned.filter((run) => !finished.has(run.runKey));
   log(
     `sweep ${sweepId}: ${planned.length} runs (${planned.length / sweep.seeds.length} variants x ${sweep.seeds.length} seeds), ` +
@@ -128,31 +114,37 @@ export async function runSweep(options: SweepOptions): Promise<SweepOutcome> {
   const started = performance.now();
   const byKey = new Map(pending.map((run) => [run.runKey, run]));
   let trainedNow = 0;
+  // Runs are saved in the order they finish; a server store answers later, so the saves
+  // are chained and all awaited before the sweep is closed. SQLite saves at once, as before.
+  let saved: Promise<void> = Promise.resolve();
   await trainHeads(
     data,
     pending.map((run) => ({ key: run.runKey, params: headParams(run), seed: run.seed })),
     { monitor: sweep.early_stopping.monitor, patience: sweep.early_stopping.patience },
     {
       onRunFinished(result) {
-        saveRun(db, sweepId, storedRun(byKey.get(result.key)!, result, data));
+        const run = storedRun(byKey.get(result.key)!, result, data);
+        // Promise.all handles a failed save at once (no unhandled rejection) and keeps the first error.
+        saved = Promise.all([saved, db.saveRun(sweepId, run)]).then(() => undefined);
         trainedNow++;
       },
       shouldStop: options.shouldStop,
     },
   );
-  const interrupted = finishedRunKeys(db, sweepId).size < planned.length;
-  finishSweep(db, sweepId, interrupted ? 'interrupted' : 'done', (performance.now() - started) / 1000);
-  return outcome(sweepId, false, interrupted, trainedNow);
+  await saved;
+  const interrupted = (await db.finishedRunKeys(sweepId)).size < planned.length;
+  await db.finishSweep(sweepId, interrupted ? 'interrupted' : 'done', (performance.now() - started) / 1000);
+  return await outcome(sweepId, false, interrupted, trainedNow);
 
-  function outcome(id: number, alreadyDone: boolean, stopped: boolean, trained: number): SweepOutcome {
+  async function outcome(id: number, alreadyDone: boolean, stopped: boolean, trained: number): Promise<SweepOutcome> {
     return {
       sweepId: id,
       alreadyDone,
       interrupted: stopped,
       trainedNow: trained,
       planned: planned.length,
-      ranking: rankVariants(loadRuns(db, id), sweep.metric),
-      wallSeconds: getSweep(db, id)?.wallSeconds ?? 0,
+      ranking: rankVariants(await db.loadRuns(id), sweep.metric),
+      wallSeconds: (await db.getSweep(id))?.wallSeconds ?? 0,
       splitSource: data.splitSource,
       trainer,
     };
@@ -179,13 +171,14 @@ function describeChange(before: readonly SweepMember[], after: readonly SweepMem
   return `${added} images added, ${removed} removed, ${changed} changed in content, label or split`;
 }
 
-export function loadSweepData(db: Db, featureSet: FeatureSet, log: Log): SweepData {
-  const items = listItems(db, featureSet.id);
+export async function loadSweepData(from: StoreLike, featureSet: FeatureSet, log: Log): Promise<SweepData> {
+  const db = storeOf(from);
+  const items = await db.listItems(featureSet.id);
   if (items.length === 0) {
     throw new UserError(`feature set ${featureSet.id} has no images recorded: run \`pipeline extract\` first`);
   }
-  const vectors = loadVectors(db, featureSet.id, items.map((item) => item.sha256));
-  const failed = new Set(listFailures(db, featureSet.id).map((f) => f.sha256));
+  const vectors = await db.loadVectors(featureSet.id, items.map((item) => item.sha256));
+  const failed = new Set((await db.listFailures(featureSet.id)).map((f) => f.sha256));
   const missing = items.filter((item) => !vectors.has(item.sha256) && !failed.has(item.sha256));
   if (missing.length > 0) {
     throw new UserError(
@@ -195,7 +188,7 @@ export function loadSweepData(db: Db, featureSet: FeatureSet, log: Log): SweepDa
   const usable = items.filter((item) => vectors.has(item.sha256));
   if (usable.length < items.length) log(`${items.length - usable.length} images failed extraction and are left out`);
 
-  const split = currentSplit(db, featureSet.id, usable);
+  const split = await currentSplit(db, featureSet.id, usable);
   const splitOf = new Map(split.map((row) => [row.path, row.split]));
   const labels = [...new Set(usable.map((item) => item.label))].sort();
   const classIndex = new Map(labels.map((label, i) => [label, i]));
@@ -228,12 +221,12 @@ export function loadSweepData(db: Db, featureSet: FeatureSet, log: Log): SweepDa
 }
 
 /** The stored split, remade (and stored) when the dataset's images changed since. */
-function currentSplit(db: Db, featureSet: string, items: ReturnType<typeof listItems>): SplitRow[] {
-  const stored = loadSplit(db, featureSet);
+async function currentSplit(db: Store, featureSet: string, items: readonly ItemRow[]): Promise<SplitRow[]> {
+  const stored = await db.loadSplit(featureSet);
   const storedPaths = new Set(stored.map((row) => row.path));
   if (stored.length === items.length && items.every((item) => storedPaths.has(item.path))) return stored;
   const split = makeSplit(items);
-  saveSplit(db, featureSet, split);
+  await db.saveSplit(featureSet, split);
   return split;
 }
 

@@ -288,8 +288,8 @@ test.serial('paths and labels with markup are escaped everywhere in the Audit se
   let facts: ReportFacts;
   let audit: AuditForReport;
   try {
-    const sweep = chooseSweep(db, undefined);
-    const stored = reportAudit(db, sweep.featureSet)!;
+    const sweep = await chooseSweep(db, undefined);
+    const stored = (await reportAudit(db, sweep.featureSet))!;
     // The same audit with one image renamed to a hostile path, in the map, a group and the label issues.
     const rename = (path: string) => (path === stored.points[0].path ? nasty : path);
     const result = stored.stored.result;
@@ -304,7 +304,7 @@ test.serial('paths and labels with markup are escaped everywhere in the Audit se
       },
       points: stored.points.map((p) => ({ ...p, path: rename(p.path) })),
     };
-    facts = gatherReport(db, sweep, audit);
+    facts = await gatherReport(db, sweep, audit);
   } finally {
     db.close();
   }

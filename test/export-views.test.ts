@@ -51,7 +51,7 @@ async function setup(name: string, root: string, modelJson: string, sizes: Input
   });
   const db = openDatabase(dbPath);
   try {
-    const stored = storeViewsRun(db, { featureSets: extract.featureSets, views, standardize: true, hiddenUnits });
+    const stored = await storeViewsRun(db, { featureSets: extract.featureSets, views, standardize: true, hiddenUnits });
     return { root, dbPath, stored };
   } finally {
     db.close();

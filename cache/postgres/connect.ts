@@ -9,7 +9,9 @@ import { parse } from 'pg-connection-string';
 import pgpass from 'pgpass';
 import { userInfo } from 'node:os';
 import { UserError, messageOf } from '../../core/errors.js';
-import { isPostgresUrl } from '../../core/urls.js';
+import { isPostgresUrl, redact } from '../../core/urls.js';
+
+export { redact };
 
 export type PgPool = pg.Pool;
 export type PgClient = pg.PoolClient;
@@ -48,10 +50,6 @@ export function serverAddress(url: string): ServerAddress {
   };
 }
 
-/** The URL with its password replaced, for messages. */
-export function redact(url: string): string {
-  return url.replace(/^([a-z]+:\/\/[^:/@]*:)[^@]*@/i, '$1***@');
-}
 
 /** `host:port`, as messages name a server (a socket folder is named as-is). */
 export function describeServer(address: ServerAddress): string {

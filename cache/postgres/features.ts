@@ -36,6 +36,9 @@ export async function getFeatureSet(db: Queryable, id: string): Promise<FeatureS
 /** Replaces the dataset listing of a feature set in one transaction (one INSERT for all rows). */
 export async function replaceItems(pool: PgPool, featureSet: string, items: readonly ItemRow[]): Promise<void> {
   await inTransaction(pool, async (client) => {
+    // Workers starting together all record the listing: one at a time, or the second's DELETE
+    // would miss the rows the first just inserted and its INSERT collide with them.
+    await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`items/${featureSet}`]);
     await client.query(`DELETE FROM ${SCHEMA}.dataset_items WHERE feature_set = $1`, [featureSet]);
     await client.query(
       `INSERT INTO ${SCHEMA}.dataset_items (feature_set, path, label, split, sha256)
@@ -60,9 +63,12 @@ export async function listItems(db: Queryable, featureSet: string): Promise<Item
   return rows;
 }
 
-/** Content hashes that already have a feature vector in this set. */
-export async function extractedHashes(db: Queryable, featureSet: string): Promise<Set<string>> {
-  const { rows } = await db.query<{ sha256: string }>(`SELECT sha256 FROM ${SCHEMA}.features WHERE feature_set = $1`, [featureSet]);
+/** Content hashes that already have a feature vector of `view` in this set. */
+export async function extractedHashes(db: Queryable, featureSet: string, view = 'original'): Promise<Set<string>> {
+  const { rows } = await db.query<{ sha256: string }>(`SELECT sha256 FROM ${SCHEMA}.features WHERE feature_set = $1 AND view = $2`, [
+    featureSet,
+    view,
+  ]);
   return new Set(rows.map((r) => r.sha256));
 }
 
@@ -74,14 +80,14 @@ export async function extractedHashes(db: Queryable, featureSet: string): Promis
  */
 export async function writeBatch(client: PgClient, featureSet: string, batch: BatchResult): Promise<number> {
   // ON COMMIT DROP: outside a transaction the table would vanish at once and COPY fail loudly.
-  await client.query('CREATE TEMP TABLE feature_staging (sha256 text NOT NULL, vector bytea NOT NULL) ON COMMIT DROP');
+  await client.query('CREATE TEMP TABLE feature_staging (sha256 text NOT NULL, view text NOT NULL, vector bytea NOT NULL) ON COMMIT DROP');
   await pipeline(
-    Readable.from([encodeCopyRows(batch.features.map(({ sha256, vector }) => [sha256, floatBytes(vector)]))]),
-    client.query(copyFrom('COPY feature_staging (sha256, vector) FROM STDIN (FORMAT binary)')),
+    Readable.from([encodeCopyRows(batch.features.map(({ sha256, view = 'original', vector }) => [sha256, view, floatBytes(vector)]))]),
+    client.query(copyFrom('COPY feature_staging (sha256, view, vector) FROM STDIN (FORMAT binary)')),
   );
   const inserted = await client.query(
-    `INSERT INTO ${SCHEMA}.features (feature_set, sha256, vector) SELECT $1, sha256, vector FROM feature_staging
-     ON CONFLICT (feature_set, sha256) DO NOTHING`,
+    `INSERT INTO ${SCHEMA}.features (feature_set, sha256, view, vector) SELECT $1, sha256, view, vector FROM feature_staging
+     ON CONFLICT (feature_set, sha256, view) DO NOTHING`,
     [featureSet],
   );
   await client.query(
@@ -101,10 +107,15 @@ export async function writeBatch(client: PgClient, featureSet: string, batch: Ba
 }
 
 /**
- * Feature vectors by content hash: all of the set's, or only those in `hashes`. One binary
- * COPY streams them; each vector is copied out of the stream into its own Float32Array.
+ * Feature vectors of one view by content hash: all of the set's, or only those in `hashes`.
+ * One binary COPY streams them; each vector is copied out of the stream into its own Float32Array.
  */
-export async function loadVectors(pool: PgPool, featureSet: string, hashes?: readonly string[]): Promise<Map<string, Float32Array>> {
+export async function loadVectors(
+  pool: PgPool,
+  featureSet: string,
+  hashes?: readonly string[],
+  view = 'original',
+): Promise<Map<string, Float32Array>> {
   const wanted = hashes && new Set(hashes);
   const vectors = new Map<string, Float32Array>();
   const slab = new VectorSlab();
@@ -116,7 +127,9 @@ export async function loadVectors(pool: PgPool, featureSet: string, hashes?: rea
   try {
     // COPY takes no parameters: the id goes in as a quoted literal.
     const stream = client.query(
-      copyTo(`COPY (SELECT sha256, vector FROM ${SCHEMA}.features WHERE feature_set = ${client.escapeLiteral(featureSet)}) TO STDOUT (FORMAT binary)`),
+      copyTo(
+        `COPY (SELECT sha256, vector FROM ${SCHEMA}.features WHERE feature_set = ${client.escapeLiteral(featureSet)} AND view = ${client.escapeLiteral(view)}) TO STDOUT (FORMAT binary)`,
+      ),
     );
     for await (const chunk of stream) decoder.push(chunk as Buffer);
     decoder.finish();

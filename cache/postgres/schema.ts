@@ -91,6 +91,111 @@ const MIGRATIONS: readonly string[] = [
     FOREIGN KEY (feature_set, plan) REFERENCES ${SCHEMA}.extract_plans(feature_set, plan)
   );
   `,
+  // 2: everything else the SQLite cache holds, so every command runs on the server: a vector
+  // per view of an image (vectors stored before are of view 'original'), splits, sweeps with
+  // their members and runs, perceptual hashes and audits; and the workers of a distributed
+  // extraction, as they last reported, for `pipeline cache`.
+  `
+  ALTER TABLE ${SCHEMA}.features ADD COLUMN view text NOT NULL DEFAULT 'original';
+  ALTER TABLE ${SCHEMA}.features DROP CONSTRAINT features_pkey;
+  ALTER TABLE ${SCHEMA}.features ADD PRIMARY KEY (feature_set, sha256, view);
+  CREATE TABLE ${SCHEMA}.splits (
+    feature_set text NOT NULL REFERENCES ${SCHEMA}.feature_sets(id),
+    path text NOT NULL,
+    split text NOT NULL CHECK (split IN ('train', 'val', 'test')),
+    source text NOT NULL,
+    PRIMARY KEY (feature_set, path)
+  );
+  CREATE TABLE ${SCHEMA}.sweeps (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    feature_set text NOT NULL REFERENCES ${SCHEMA}.feature_sets(id),
+    config_hash text NOT NULL,
+    config_json text NOT NULL,
+    split_source text NOT NULL,
+    trainer text NOT NULL,
+    data_hash text,
+    labels_json text,
+    dataset_root text,
+    images_left_out integer,
+    status text NOT NULL,
+    planned_runs integer NOT NULL,
+    started_at timestamptz NOT NULL,
+    finished_at timestamptz,
+    wall_seconds double precision
+  );
+  CREATE INDEX sweeps_by_config ON ${SCHEMA}.sweeps (feature_set, config_hash, data_hash);
+  CREATE TABLE ${SCHEMA}.sweep_items (
+    sweep_id bigint NOT NULL REFERENCES ${SCHEMA}.sweeps(id),
+    split text NOT NULL CHECK (split IN ('train', 'val', 'test')),
+    position integer NOT NULL,
+    path text NOT NULL,
+    label text NOT NULL,
+    sha256 text NOT NULL,
+    PRIMARY KEY (sweep_id, split, position)
+  );
+  CREATE TABLE ${SCHEMA}.sweep_runs (
+    sweep_id bigint NOT NULL REFERENCES ${SCHEMA}.sweeps(id),
+    run_key text NOT NULL,
+    variant_key text NOT NULL,
+    params_json text NOT NULL,
+    seed integer NOT NULL,
+    status text NOT NULL,
+    best_epoch integer NOT NULL,
+    epochs_run integer NOT NULL,
+    train_loss double precision, train_accuracy double precision,
+    val_loss double precision, val_accuracy double precision,
+    test_loss double precision, test_accuracy double precision,
+    macro_f1 double precision,
+    per_class_json text NOT NULL,
+    confusion_json text NOT NULL,
+    curves_json text NOT NULL,
+    test_probabilities bytea NOT NULL,
+    weights_json text NOT NULL,
+    weights bytea NOT NULL,
+    train_seconds double precision NOT NULL,
+    finished_at timestamptz NOT NULL,
+    PRIMARY KEY (sweep_id, run_key)
+  );
+  CREATE TABLE ${SCHEMA}.image_hashes (
+    sha256 text PRIMARY KEY,
+    phash text NOT NULL
+  );
+  CREATE TABLE ${SCHEMA}.audits (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    feature_set text NOT NULL REFERENCES ${SCHEMA}.feature_sets(id),
+    created_at timestamptz NOT NULL,
+    config_json text NOT NULL,
+    result_json text NOT NULL,
+    seconds double precision NOT NULL
+  );
+  CREATE TABLE ${SCHEMA}.audit_map (
+    audit_id bigint NOT NULL REFERENCES ${SCHEMA}.audits(id),
+    path text NOT NULL,
+    x double precision NOT NULL,
+    y double precision NOT NULL,
+    PRIMARY KEY (audit_id, path)
+  );
+  CREATE TABLE ${SCHEMA}.extract_workers (
+    feature_set text NOT NULL REFERENCES ${SCHEMA}.feature_sets(id),
+    worker text NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    last_seen timestamptz NOT NULL DEFAULT now(),
+    shards integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (feature_set, worker)
+  );
+  `,
+  // 3: content hashes of dataset files by path, size and modification time, so the second
+  // and later workers on a shared file system skip reading every file just to hash it.
+  `
+  CREATE TABLE ${SCHEMA}.file_hashes (
+    root text NOT NULL,
+    path text NOT NULL,
+    size bigint NOT NULL,
+    mtime_ms double precision NOT NULL,
+    sha256 text NOT NULL,
+    PRIMARY KEY (root, path)
+  );
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

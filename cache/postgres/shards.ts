@@ -46,6 +46,21 @@ export interface QueueOptions {
 /** Images per shard by default: a few minutes of one worker's extraction. */
 export const DEFAULT_SHARD_SIZE = 1000;
 
+/** An arbitrary constant: the advisory lock under which pg-boss is installed and queues are made. */
+const BOSS_LOCK = 0x70676273;
+
+/** Runs `work` (on any pooled connection) while this process holds the session lock BOSS_LOCK on another. */
+async function underBossLock<T>(pool: PgPool, work: () => Promise<T>): Promise<T> {
+  const lock = await pool.connect();
+  try {
+    await lock.query('SELECT pg_advisory_lock($1)', [BOSS_LOCK]);
+    return await work();
+  } finally {
+    await lock.query('SELECT pg_advisory_unlock($1)', [BOSS_LOCK]).catch(() => {});
+    lock.release();
+  }
+}
+
 /** pg-boss on the caller's pool (its tables in schema `pgboss`), without cron scheduling. */
 export async function startBoss(pool: PgPool, options: Pick<QueueOptions, 'maintenanceIntervalSeconds'> = {}): Promise<PgBoss> {
   const boss = new PgBoss({
@@ -55,7 +70,9 @@ export async function startBoss(pool: PgPool, options: Pick<QueueOptions, 'maint
   });
   // pg-boss reports maintenance failures as events; unhandled, an 'error' event would end the process.
   boss.on('error', () => {});
-  await boss.start();
+  // Workers starting together would all see pg-boss not installed and race to create its
+  // schema (the losers fail); one at a time, the later ones find it made.
+  await underBossLock(pool, () => boss.start());
   return boss;
 }
 
@@ -103,12 +120,15 @@ export async function enqueueShards(
     .digest('hex')
     .slice(0, 16);
   const queue = queueName(featureSet);
-  await boss.createQueue(queue, {
-    name: queue,
-    expireInSeconds: options.expireInSeconds,
-    retryLimit: options.retryLimit ?? 100,
-    retryDelay: 0,
-  });
+  // pg-boss 10 deadlocks when processes create one queue (and its partition) at the same time.
+  await underBossLock(pool, () =>
+    boss.createQueue(queue, {
+      name: queue,
+      expireInSeconds: options.expireInSeconds,
+      retryLimit: options.retryLimit ?? 100,
+      retryDelay: 0,
+    }),
+  );
   return inTransaction(pool, async (client) => {
     // Concurrent planners of one listing queue up here; all but the first find the plan made.
     await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`${featureSet}/${plan}`]);
@@ -145,7 +165,12 @@ export interface WorkerOptions {
   /** Called once a shard's transaction has committed, with the vectors it added. */
   readonly onCommit?: (job: ShardJob, written: number) => void;
   readonly signal?: AbortSignal;
+  /** Polled before each claim: true returns at once (the shard in hand was committed). */
+  readonly shouldStop?: () => boolean;
 }
+
+/** How often a worker tells the server it is alive (`pipeline cache` counts workers seen in the last minute). */
+const HEARTBEAT_MS = 15_000;
 
 /**
  * Claims and extracts shards of `featureSet` until every planned shard is complete
@@ -162,8 +187,19 @@ export async function runShardWorker(
 ): Promise<number> {
   const queue = queueName(featureSet);
   let completed = 0;
+  await touchWorker(pool, featureSet, options.workerId, 0);
+  const heartbeat = setInterval(() => void touchWorker(pool, featureSet, options.workerId, 0).catch(() => {}), HEARTBEAT_MS);
+  heartbeat.unref();
+  try {
+    return await claimLoop();
+  } finally {
+    clearInterval(heartbeat);
+  }
+
+  async function claimLoop(): Promise<number> {
   for (;;) {
     options.signal?.throwIfAborted();
+    if (options.shouldStop?.()) return completed;
     const [job] = await boss.fetch<ShardJob>(queue, { batchSize: 1 });
     if (!job) {
       if ((await openShards(pool, boss, featureSet)) === 0) return completed;
@@ -186,11 +222,21 @@ export async function runShardWorker(
         [featureSet, job.data.plan, job.data.shard, options.workerId, written],
       );
       await boss.complete(queue, job.id, { written }, onClient(client));
+      await touchWorker(client, featureSet, options.workerId, 1);
       return written;
     });
     options.onCommit?.(job.data, written);
     completed++;
   }
+  }
+}
+
+async function touchWorker(db: Pick<PgPool, 'query'>, featureSet: string, worker: string, shards: number): Promise<void> {
+  await db.query(
+    `INSERT INTO ${SCHEMA}.extract_workers (feature_set, worker, shards) VALUES ($1, $2, $3)
+     ON CONFLICT (feature_set, worker) DO UPDATE SET last_seen = now(), shards = extract_workers.shards + excluded.shards`,
+    [featureSet, worker, shards],
+  );
 }
 
 /** Shards of the feature set not completed yet; throws when one can never complete (retries exhausted). */
@@ -222,4 +268,71 @@ export async function shardStatus(pool: PgPool, featureSet: string): Promise<Sha
     [featureSet],
   );
   return rows[0];
+}
+
+export interface ClusterProgress {
+  readonly shards: number;
+  readonly done: number;
+  readonly running: number;
+  readonly waiting: number;
+  readonly failed: number;
+  readonly images: number;
+  readonly imagesDone: number;
+  readonly workersSeen: number;
+  readonly imagesPerSecond: number;
+  readonly imagesPerSecondSince?: number;
+}
+
+/**
+ * The newest plan of a feature set, shard by shard: done (committed), running (claimed, not
+ * expired yet), waiting (not claimed, or put back after a worker died), failed (retries
+ * used up); the workers that reported in the last minute, and the images of the shards
+ * completed in the last minute per second. With `since`, also the rate since then.
+ */
+export async function clusterProgress(pool: PgPool, featureSet: string, since?: Date): Promise<ClusterProgress | undefined> {
+  const plan = await pool.query<{ plan: string }>(
+    `SELECT plan FROM ${SCHEMA}.extract_plans WHERE feature_set = $1 ORDER BY created_at DESC, plan LIMIT 1`,
+    [featureSet],
+  );
+  if (!plan.rowCount) return undefined;
+  const { rows } = await pool.query<{
+    shards: number;
+    done: number;
+    running: number;
+    waiting: number;
+    images: number;
+    images_done: number;
+    last_minute: number;
+    since_images: number;
+    since_seconds: number | null;
+    workers: number;
+  }>(
+    `SELECT count(*)::int AS shards,
+       count(s.completed_at)::int AS done,
+       count(*) FILTER (WHERE s.completed_at IS NULL AND j.state = 'active')::int AS running,
+       count(*) FILTER (WHERE s.completed_at IS NULL AND j.state IN ('created', 'retry'))::int AS waiting,
+       coalesce(sum(s.images), 0)::int AS images,
+       coalesce(sum(s.images) FILTER (WHERE s.completed_at IS NOT NULL), 0)::int AS images_done,
+       coalesce(sum(s.images) FILTER (WHERE s.completed_at > now() - interval '1 minute'), 0)::int AS last_minute,
+       coalesce(sum(s.images) FILTER (WHERE s.completed_at >= $3::timestamptz), 0)::int AS since_images,
+       extract(epoch FROM now() - $3::timestamptz)::float8 AS since_seconds,
+       (SELECT count(*)::int FROM ${SCHEMA}.extract_workers w WHERE w.feature_set = $1 AND w.last_seen > now() - interval '1 minute') AS workers
+     FROM ${SCHEMA}.extract_shards s LEFT JOIN pgboss.job j ON j.id = s.job_id AND j.name = $4
+     WHERE s.feature_set = $1 AND s.plan = $2`,
+    [featureSet, plan.rows[0].plan, since?.toISOString() ?? null, queueName(featureSet)],
+  );
+  const r = rows[0];
+  return {
+    shards: r.shards,
+    done: r.done,
+    running: r.running,
+    waiting: r.waiting,
+    // Neither committed nor in the queue's open states: failed, cancelled or archived as such.
+    failed: r.shards - r.done - r.running - r.waiting,
+    images: r.images,
+    imagesDone: r.images_done,
+    workersSeen: r.workers,
+    imagesPerSecond: r.last_minute / 60,
+    ...(since && r.since_seconds ? { imagesPerSecondSince: r.since_images / r.since_seconds } : {}),
+  };
 }

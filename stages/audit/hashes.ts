@@ -9,8 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import pLimit from 'p-limit';
-import type { Db } from '../../cache/database.js';
-import { loadPerceptualHashes, savePerceptualHashes } from '../../cache/audit.js';
+import type { Store } from '../../cache/store.js';
 import type { FeatureSet } from '../../cache/features.js';
 import { messageOf } from '../../core/errors.js';
 import { type Log, type StartProgress, noProgress, quietLog } from '../../core/log.js';
@@ -31,14 +30,14 @@ export interface HashedItem {
  * hash (such an image can then only be an exact duplicate).
  */
 export async function perceptualHashes(
-  db: Db,
+  db: Store,
   featureSet: FeatureSet,
   items: readonly HashedItem[],
   root: string | null,
   log: Log = quietLog,
   startProgress: StartProgress = noProgress,
 ): Promise<{ hashes: Map<string, string>; computed: number; unreadable: number }> {
-  const hashes = loadPerceptualHashes(db, items.map((item) => item.sha256));
+  const hashes = await db.loadPerceptualHashes(items.map((item) => item.sha256));
   const pending = new Map<string, HashedItem>();
   for (const item of items) if (!hashes.has(item.sha256) && !pending.has(item.sha256)) pending.set(item.sha256, item);
   if (pending.size === 0) return { hashes, computed: 0, unreadable: 0 };
@@ -63,8 +62,9 @@ export async function perceptualHashes(
             hashes.set(item.sha256, phash);
             batch.push({ sha256: item.sha256, phash });
             if (batch.length >= SAVE_EVERY) {
-              savePerceptualHashes(db, batch);
+              const full = batch;
               batch = [];
+              await db.savePerceptualHashes(full);
             }
           } catch (error) {
             failures.push(`${item.path}: ${messageOf(error)}`);
@@ -74,7 +74,7 @@ export async function perceptualHashes(
         }),
       ),
     );
-    savePerceptualHashes(db, batch);
+    await db.savePerceptualHashes(batch);
   } finally {
     progress.stop();
   }

@@ -43,10 +43,10 @@ function concatenated(vectors: readonly Map<string, Float32Array>[], sha256: str
   return out;
 }
 
-export function storeViewsRun(db: Db, options: ViewsRunOptions): ViewsRun {
+export async function storeViewsRun(db: Db, options: ViewsRunOptions): Promise<ViewsRun> {
   const { featureSets, views } = options;
   const seed = options.seed ?? 3;
-  const data = loadSweepData(db, featureSets[0], quietLog);
+  const data = await loadSweepData(db, featureSets[0], quietLog);
   const dim = featureSets[0].dim;
   const width = dim * featureSets.length;
   const hashes = data.members.map((m) => m.sha256);

@@ -166,9 +166,13 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
           if (db.shards) {
             // Shared work: the listing is cut into shards that every process extracting this
             // feature set claims one at a time; each shard's vectors commit with its completion.
-            const outcome = await extractByShards(db.shards, featureSets, allOutputs, items, options, engineOf, log, startProgress, (set, result) => {
+            const hashed = await db.loadPerceptualHashes(uniqueByContent(items).map((item) => item.sha256));
+            const outcome = await extractByShards(db.shards, featureSets, allOutputs, items, hashed, options, engineOf, log, startProgress, async (set, result) => {
               extractedPer.set(set.id, extractedPer.get(set.id)! + result.features.filter((f) => f.set === set).length);
               record(result);
+              // Idempotent rows keyed by content: outside the shard's transaction is harmless.
+              await db.savePerceptualHashes(result.hashes);
+              for (const { sha256 } of result.hashes) hashed.set(sha256, '');
             });
             interrupted = outcome.interrupted;
             cluster = outcome.cluster;
@@ -287,11 +291,12 @@ async function extractByShards(
   featureSets: readonly FeatureSet[],
   outputs: ReadonlyArray<Output & { done: Set<string> }>,
   items: readonly HashedItem[],
+  hashed: ReadonlyMap<string, string>,
   options: ExtractOptions,
   engineOf: () => Promise<Engine>,
   log: Log,
   startProgress: StartProgress,
-  onResult: (set: FeatureSet, result: GroupResult) => void,
+  onResult: (set: FeatureSet, result: GroupResult) => Promise<void>,
 ): Promise<{ interrupted: boolean; cluster: NonNullable<ExtractSummary['cluster']> }> {
   const shardSize = options.shards?.size ?? 1000;
   const expireInSeconds = options.shards?.timeoutSeconds ?? 900;
@@ -335,15 +340,14 @@ async function extractByShards(
               continue;
             }
             const missing = setOutputs.filter((o) => !o.done.has(sha256));
-            // Perceptual hashes are left to `pipeline audit` here: a shard commits only its vectors.
-            if (missing.length) works.push({ item, outputs: missing, needsHash: false });
+            if (missing.length) works.push({ item, outputs: missing, needsHash: !hashed.has(sha256) });
           }
           const features: { sha256: string; view: string; vector: Float32Array }[] = [];
           if (works.length) {
             await extractWorks(works, options, await engineOf(), set.dim, viewCount, async (_group, result) => {
               for (const f of result.features) features.push({ sha256: f.sha256, view: f.view, vector: f.vector });
               failures.push(...result.failures);
-              onResult(set, result);
+              await onResult(set, result);
             }, false);
           }
           return { features, failures };

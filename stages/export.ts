@@ -18,6 +18,7 @@ import { buildLayersModel, headFromArrays } from '../backbone/layers-model.js';
 import { PREPROCESSING, type ResizeMode } from '../backbone/preprocessing.js';
 import { backboneWeights, readWeightFile } from '../backbone/weights.js';
 import type { Db } from '../cache/database.js';
+import type { RunParams } from '../cache/sweeps.js';
 import { activateBackend } from '../backbone/backends.js';
 import { UserError, messageOf } from '../core/errors.js';
 import { chooseSweep, findRun, sweepResults } from './report.js';
@@ -69,7 +70,7 @@ export interface ExportMetadata {
   readonly sweep_id: number;
   readonly run_key: string;
   readonly variant_key: string;
-  readonly params: Record<string, number | string>;
+  readonly params: RunParams;
   readonly seed: number;
   readonly metrics: {
     readonly val_accuracy: number;

@@ -2,7 +2,7 @@
  * Turning finished runs into a ranking: variants ordered by the mean of the validation
  * metric over their seeds. Test numbers are carried along for reading, never used to rank.
  */
-import type { StoredRun } from '../../cache/sweeps.js';
+import type { RunParams, StoredRun } from '../../cache/sweeps.js';
 
 export interface Metric {
   readonly name: 'val_accuracy' | 'val_loss';
@@ -16,7 +16,7 @@ export interface MeanStd {
 
 export interface VariantSummary {
   readonly variantKey: string;
-  readonly params: Record<string, number | string>;
+  readonly params: RunParams;
   readonly seeds: number[];
   readonly metric: MeanStd;
   readonly valAccuracy: MeanStd;

@@ -4,38 +4,32 @@
  */
 import { z } from 'zod';
 import { formatSize, parseSize } from '../../backbone/preprocessing.js';
-import { parseViews } from '../../data/views.js';
+import { type View, parseViews } from '../../data/views.js';
 
 const continuous = (name: string, check: (v: number) => boolean, rule: string) =>
   z.number().refine(check, { message: `${name} must be ${rule}` });
 
 /** A list of cached view names, canonical (`crop:0.80:tl` -> `crop:0.8:tl`), each once; view 0 is the one scored alone. */
-const viewList = z.array(z.string()).transform((names, ctx) => {
-  const views = parseViews(names);
-  if (typeof views !== 'string') return views.map((view) => view.name);
-  ctx.addIssue({ code: 'custom', message: views });
-  return z.NEVER;
-});
+const viewList = z
+  .array(z.string())
+  .superRefine((names, ctx) => {
+    const views = parseViews(names);
+    if (typeof views === 'string') ctx.addIssue({ code: 'custom', message: views });
+  })
+  .transform((names) => (parseViews(names) as View[]).map((view) => view.name));
 
 /** A list of cached input sizes `HxW`, each once, whose features are concatenated in this order. */
 const sizeList = z
   .array(z.string())
-  .min(1, 'at least one size is needed')
-  .transform((texts, ctx) => {
-    const sizes = texts.map((text) => parseSize(text));
-    const bad = sizes.findIndex((size) => size === undefined);
-    if (bad >= 0) {
-      ctx.addIssue({ code: 'custom', message: `size "${texts[bad]}": expected HxW with both sides 32..4096, like 448x597` });
-      return z.NEVER;
-    }
-    const names = sizes.map((size) => formatSize(size!));
+  .superRefine((texts, ctx) => {
+    if (texts.length === 0) return ctx.addIssue({ code: 'custom', message: 'at least one size is needed' });
+    const bad = texts.find((text) => parseSize(text) === undefined);
+    if (bad !== undefined) return ctx.addIssue({ code: 'custom', message: `size "${bad}": expected HxW with both sides 32..4096, like 448x597` });
+    const names = texts.map((text) => formatSize(parseSize(text)!));
     const twice = names.find((name, i) => names.indexOf(name) !== i);
-    if (twice) {
-      ctx.addIssue({ code: 'custom', message: `size ${twice} listed twice` });
-      return z.NEVER;
-    }
-    return names;
-  });
+    if (twice) ctx.addIssue({ code: 'custom', message: `size ${twice} listed twice` });
+  })
+  .transform((texts) => texts.map((text) => formatSize(parseSize(text)!)));
 
 /** Every head parameter a sweep can vary, with the values it accepts. */
 export const PARAMETER_VALUES = {

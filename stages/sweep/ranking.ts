@@ -66,6 +66,6 @@ export function rankVariants(runs: readonly StoredRun[], metric: Metric): Varian
 export function varyingParameters(summaries: readonly VariantSummary[]): string[] {
   if (summaries.length === 0) return [];
   return Object.keys(summaries[0].params).filter((name) =>
-    summaries.some((s) => s.params[name] !== summaries[0].params[name]),
+    summaries.some((s) => JSON.stringify(s.params[name]) !== JSON.stringify(summaries[0].params[name])),
   );
 }

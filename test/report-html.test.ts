@@ -291,6 +291,36 @@ test('degenerate sweeps still render every plot', async (t) => {
   t.regex(html, /got every test image right/);
 });
 
+test('a sweep over views and standardize: heatmap over those two, the winner inputs and its accuracy without test-time averaging', async (t) => {
+  const base = makeFacts();
+  const four = ['original', 'hflip', 'vflip', 'rot180'];
+  const variants: VariantFacts[] = base.variants.slice(0, 4).map((v, i) => ({
+    ...v,
+    params: { ...v.params, dropout: 0, learning_rate: 0.001, views: i % 2 === 0 ? four : ['original'], standardize: i < 2 },
+    test_accuracy_single_view_mean: i % 2 === 0 ? 0.8712 : v.test_accuracy_mean,
+  }));
+  const winner = variants[0];
+  const facts: ReportFacts = {
+    ...base,
+    varying_params: ['views', 'standardize'],
+    variants,
+    best: {
+      ...base.best,
+      params: winner.params,
+      inputs: { sizes: ['448x597', '320x427'], views: four, standardize: true },
+      test_accuracy_single_view: 0.87,
+      test_accuracy_single_view_mean: 0.8712,
+    },
+  };
+  const html = await renderHtml(facts, { imageRoot: null });
+  t.regex(html, /Validation accuracy by views × standardize/);
+  const heatmap = figures(html).find((f) => f.id === 'heatmap')!;
+  t.regex(heatmap.body, /original\+hflip\+vflip\+rot180/);
+  t.regex(heatmap.body, /<svg[\s\S]*role-mark/);
+  t.regex(html, /inputs: sizes 448x597 \+ 320x427 \(concatenated\), views original, hflip, vflip, rot180 \(trained on, averaged at val\/test\), z-scored with train statistics/);
+  t.regex(html, /id="single-view"><div class="value">87\.12%<\/div><div class="label">test accuracy on original alone/);
+});
+
 testWithChromium('report renders in Chromium', async (t) => {
   const facts = makeFacts({ misclassified });
   const html = await renderHtml(facts, { imageRoot });

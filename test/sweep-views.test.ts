@@ -7,10 +7,10 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
-import { loadRuns } from '../cache/sweeps.js';
+import { getSweep, loadRuns, loadSweepMembers } from '../cache/sweeps.js';
 import { getFeatureSet, loadVectors } from '../cache/features.js';
 import { type SweepConfig, SweepSchema } from '../stages/sweep/config.js';
-import { STANDARDIZE_MEAN, STANDARDIZE_STD, assembleInputs, loadCachedInputs, runSweep, sweepFeatureSet } from '../stages/sweep.js';
+import { STANDARDIZE_MEAN, STANDARDIZE_STD, assembleInputs, loadCachedInputs, membersHash, runSweep, sweepFeatureSet } from '../stages/sweep.js';
 import { gatherReport, chooseSweep } from '../stages/report.js';
 import { reportText } from '../stages/report/text.js';
 import { heatmapAxes, heatmapCells } from '../stages/report/charts.js';
@@ -186,5 +186,26 @@ test('views and sizes in the sweep config: canonical names, one line per mistake
     const error = t.throws(() => loadConfig(file), undefined, parameters);
     t.regex(error!.message, message, parameters);
     t.false(error!.message.includes('\n'), 'one line');
+  }
+});
+
+test('a sweep is pinned to the feature set of every size and the views it read', async (t) => {
+  const sizes = [{ height: 32, width: 32 }, { height: 48, width: 64 }];
+  const { db, featureSets } = makeViewsCache(join(tempDir(t), 'c.sqlite'), { kind: 'help', sizes, perClass: 10, dim: 8 });
+  try {
+    const [small, large] = featureSets;
+    const sweep = viewsSweep({ sizes: { value: ['32x32', '48x64'] }, views: { value: ['original', 'hflip'] }, epochs: { value: 2 } });
+    const first = await runSweep({ db, featureSet: small, sweep, resume: false, log: quiet });
+    const again = await runSweep({ db, featureSet: small, sweep, resume: false, log: quiet });
+    t.true(again.alreadyDone);
+    t.is(again.sweepId, first.sweepId);
+    const row = getSweep(db, first.sweepId)!;
+    t.deepEqual(row.sizeSets, { '32x32': small.id, '48x64': large.id });
+    // The data hash names the inputs, not only the anchor's members.
+    const members = loadSweepMembers(db, first.sweepId);
+    t.not(row.dataHash, membersHash(small.id, members));
+    t.is(row.dataHash, membersHash(JSON.stringify({ anchor: small.id, sizes: [['32x32', small.id], ['48x64', large.id]], views: ['original', 'hflip'] }), members));
+  } finally {
+    db.close();
   }
 });

@@ -175,6 +175,13 @@ CREATE TABLE audit_map (
   PRIMARY KEY (audit_id, path)
 ) WITHOUT ROWID;
 `,
+  // 5: sweeps over views and sizes. A sweep records the feature set of every size it
+  // concatenates ({"448x597": id, ...}); a run, its test accuracy on view 0 alone (no
+  // averaging over views). Older rows keep NULL: one size, one view.
+  `
+ALTER TABLE sweeps ADD COLUMN size_sets_json TEXT;
+ALTER TABLE sweep_runs ADD COLUMN test_accuracy_single_view REAL;
+`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -24,6 +24,8 @@ export interface SweepRow {
   readonly datasetRoot: string | null;
   /** Images of the feature set left out because their extraction failed. */
   readonly imagesLeftOut: number | null;
+  /** The feature set of every size the sweep's runs concatenate, by `HxW` (null: made before sizes, its own size only). */
+  readonly sizeSets: Record<string, string> | null;
   readonly status: 'running' | 'interrupted' | 'done';
   readonly plannedRuns: number;
   readonly startedAt: string;
@@ -37,11 +39,16 @@ export interface NamedArray {
   readonly values: Float32Array;
 }
 
+/** A run's parameter values: numbers, names, flags and lists of names (views, sizes). */
+export type ParamValue = number | string | boolean | string[];
+export type RunParams = Record<string, ParamValue>;
+
 /** Everything stored about one finished run (one variant, one seed). */
 export interface StoredRun {
   readonly runKey: string;
   readonly variantKey: string;
-  readonly params: Record<string, number | string>;
+  /** The variant's parameters; sweeps with views and sizes add `views`, `sizes` and `standardize`. */
+  readonly params: RunParams;
   readonly seed: number;
   readonly status: 'done';
   readonly bestEpoch: number;
@@ -52,6 +59,8 @@ export interface StoredRun {
   readonly valAccuracy: number;
   readonly testLoss: number;
   readonly testAccuracy: number;
+  /** Test accuracy of view 0 alone, without averaging over views (null: stored before it was recorded). */
+  readonly testAccuracySingleView: number | null;
   readonly macroF1: number;
   readonly perClass: { label: string; precision: number; recall: number; f1: number; support: number }[];
   readonly confusion: number[][];
@@ -86,36 +95,38 @@ export interface SweepMember {
 
 const SWEEP_COLUMNS = `id, feature_set AS featureSet, config_hash AS configHash, config_json AS configJson,
   split_source AS splitSource, trainer, data_hash AS dataHash, labels_json AS labelsJson, dataset_root AS datasetRoot,
-  images_left_out AS imagesLeftOut, status, planned_runs AS plannedRuns, started_at AS startedAt,
+  images_left_out AS imagesLeftOut, size_sets_json AS sizeSetsJson, status, planned_runs AS plannedRuns, started_at AS startedAt,
   finished_at AS finishedAt, wall_seconds AS wallSeconds`;
 
-/** A sweep as both stores select it (labels still JSON). */
-export type SweepRecord = Omit<SweepRow, 'labels'> & { labelsJson: string | null };
-export const toSweepRow = ({ labelsJson, ...row }: SweepRecord): SweepRow => ({
+/** A sweep as both stores select it (labels and size sets still JSON). */
+export type SweepRecord = Omit<SweepRow, 'labels' | 'sizeSets'> & { labelsJson: string | null; sizeSetsJson: string | null };
+export const toSweepRow = ({ labelsJson, sizeSetsJson, ...row }: SweepRecord): SweepRow => ({
   ...row,
   labels: labelsJson === null ? null : (JSON.parse(labelsJson) as string[]),
+  sizeSets: sizeSetsJson === null ? null : (JSON.parse(sizeSetsJson) as Record<string, string>),
 });
 
 export type NewSweep = Pick<
   SweepRow,
   'featureSet' | 'configHash' | 'configJson' | 'splitSource' | 'trainer' | 'plannedRuns' | 'datasetRoot' | 'imagesLeftOut'
-> & { readonly dataHash: string; readonly labels: readonly string[] };
+> & { readonly dataHash: string; readonly labels: readonly string[]; readonly sizeSets?: Readonly<Record<string, string>> };
 
 /** Records a sweep and its members in one transaction. */
 export function createSweep(db: Db, sweep: NewSweep, members: readonly SweepMember[]): number {
   const insertSweep = db.prepare(
     `INSERT INTO sweeps (feature_set, config_hash, config_json, split_source, trainer, data_hash, labels_json, dataset_root,
-       images_left_out, status, planned_runs, started_at)
+       images_left_out, size_sets_json, status, planned_runs, started_at)
      VALUES (@featureSet, @configHash, @configJson, @splitSource, @trainer, @dataHash, @labelsJson, @datasetRoot,
-       @imagesLeftOut, 'running', @plannedRuns, @startedAt)`,
+       @imagesLeftOut, @sizeSetsJson, 'running', @plannedRuns, @startedAt)`,
   );
   const insertMember = db.prepare(
     'INSERT INTO sweep_items (sweep_id, split, position, path, label, sha256) VALUES (?, ?, ?, ?, ?, ?)',
   );
   return db.transaction(() => {
-    const { labels, ...row } = sweep;
+    const { labels, sizeSets, ...row } = sweep;
+    const sizeSetsJson = sizeSets ? JSON.stringify(sizeSets) : null;
     const id = Number(
-      insertSweep.run({ ...row, labelsJson: JSON.stringify(labels), startedAt: new Date().toISOString() }).lastInsertRowid,
+      insertSweep.run({ ...row, labelsJson: JSON.stringify(labels), sizeSetsJson, startedAt: new Date().toISOString() }).lastInsertRowid,
     );
     for (const m of members) insertMember.run(id, m.split, m.position, m.path, m.label, m.sha256);
     return id;
@@ -170,10 +181,10 @@ export function finishedRunKeys(db: Db, sweepId: number): Set<string> {
 export function saveRun(db: Db, sweepId: number, run: StoredRun): void {
   db.prepare(
     `INSERT OR REPLACE INTO sweep_runs (sweep_id, run_key, variant_key, params_json, seed, status, best_epoch, epochs_run,
-       train_loss, train_accuracy, val_loss, val_accuracy, test_loss, test_accuracy, macro_f1, per_class_json,
+       train_loss, train_accuracy, val_loss, val_accuracy, test_loss, test_accuracy, test_accuracy_single_view, macro_f1, per_class_json,
        confusion_json, curves_json, test_probabilities, weights_json, weights, train_seconds, finished_at)
      VALUES (@sweepId, @runKey, @variantKey, @paramsJson, @seed, @status, @bestEpoch, @epochsRun,
-       @trainLoss, @trainAccuracy, @valLoss, @valAccuracy, @testLoss, @testAccuracy, @macroF1, @perClassJson,
+       @trainLoss, @trainAccuracy, @valLoss, @valAccuracy, @testLoss, @testAccuracy, @testAccuracySingleView, @macroF1, @perClassJson,
        @confusionJson, @curvesJson, @testProbabilities, @weightsJson, @weights, @trainSeconds, @finishedAt)`,
   ).run({
     sweepId,
@@ -190,6 +201,7 @@ export function saveRun(db: Db, sweepId: number, run: StoredRun): void {
     valAccuracy: run.valAccuracy,
     testLoss: run.testLoss,
     testAccuracy: run.testAccuracy,
+    testAccuracySingleView: run.testAccuracySingleView,
     macroF1: run.macroF1,
     perClassJson: JSON.stringify(run.perClass),
     confusionJson: JSON.stringify(run.confusion),
@@ -217,6 +229,7 @@ export interface RunRecord {
   valAccuracy: number;
   testLoss: number;
   testAccuracy: number;
+  testAccuracySingleView: number | null;
   macroF1: number;
   perClassJson: string;
   confusionJson: string;
@@ -232,7 +245,8 @@ export function loadRuns(db: Db, sweepId: number): StoredRun[] {
     .prepare(
       `SELECT run_key AS runKey, variant_key AS variantKey, params_json AS paramsJson, seed, status, best_epoch AS bestEpoch,
         epochs_run AS epochsRun, train_loss AS trainLoss, train_accuracy AS trainAccuracy, val_loss AS valLoss,
-        val_accuracy AS valAccuracy, test_loss AS testLoss, test_accuracy AS testAccuracy, macro_f1 AS macroF1,
+        val_accuracy AS valAccuracy, test_loss AS testLoss, test_accuracy AS testAccuracy,
+        test_accuracy_single_view AS testAccuracySingleView, macro_f1 AS macroF1,
         per_class_json AS perClassJson, confusion_json AS confusionJson, curves_json AS curvesJson,
         test_probabilities AS testProbabilities, weights_json AS weightsJson, weights, train_seconds AS trainSeconds
        FROM sweep_runs WHERE sweep_id = ? ORDER BY variant_key, seed`,
@@ -264,6 +278,7 @@ export function toStoredRun(row: RunRecord): StoredRun {
     valAccuracy: row.valAccuracy,
     testLoss: row.testLoss,
     testAccuracy: row.testAccuracy,
+    testAccuracySingleView: row.testAccuracySingleView,
     macroF1: row.macroF1,
     perClass: JSON.parse(row.perClassJson),
     confusion: JSON.parse(row.confusionJson),

@@ -122,13 +122,13 @@ async function extractCommand(argv: ConfigFlags & { config?: string; 'shard-size
 }
 
 async function sweepCommand(argv: { config?: string; db?: string; resume?: boolean; 'feature-set'?: string }, config: Config) {
-  const { runSweep } = await import('../stages/sweep.js');
+  const { runSweep, sweepFeatureSet } = await import('../stages/sweep.js');
   const db = await openStore(config.cache.db);
   const interrupt = onInterrupt('stopping: finished runs are saved; `pipeline sweep --resume` continues (Ctrl-C again to quit at once)');
   try {
     const result = await runSweep({
       db,
-      featureSet: await selectFeatureSet(db, argv['feature-set']),
+      featureSet: await sweepFeatureSet(db, argv['feature-set'], config.sweep),
       sweep: config.sweep,
       resume: argv.resume ?? false,
       shouldStop: interrupt.requested,
@@ -148,7 +148,8 @@ async function sweepCommand(argv: { config?: string; db?: string; resume?: boole
     const state = result.interrupted ? 'interrupted' : result.alreadyDone ? 'already done' : 'done';
     say(
       `sweep ${result.sweepId} ${state}: ${result.trainedNow} runs trained now, ${result.planned} planned, ` +
-        `${result.wallSeconds.toFixed(1)} s of training in total (${result.trainer}); details: pipeline report --sweep ${result.sweepId}`,
+        `${result.wallSeconds.toFixed(1)} s of training in total (${result.trainer}), ${result.sessionSeconds.toFixed(1)} s wall now (cache loading included); ` +
+        `details: pipeline report --sweep ${result.sweepId}`,
     );
     if (result.interrupted) {
       say('continue with: pipeline sweep --resume (same config)');

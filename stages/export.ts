@@ -30,7 +30,7 @@ import type { ViewName } from '../backbone/classifier-spec.js';
 import { buildClassifierOnnx, CLASSIFIER_INPUT, CLASSIFIER_OUTPUT } from '../backbone/onnx-classifier.js';
 import type { StoreLike } from '../cache/store.js';
 import type { FeatureSet } from '../cache/features.js';
-import type { StoredRun } from '../cache/sweeps.js';
+import type { RunParams, StoredRun } from '../cache/sweeps.js';
 import { parseViews } from '../data/views.js';
 import { activateBackend } from '../backbone/backends.js';
 import { UserError, messageOf } from '../core/errors.js';
@@ -104,7 +104,7 @@ export interface ExportMetadata {
   readonly sweep_id: number;
   readonly run_key: string;
   readonly variant_key: string;
-  readonly params: Record<string, unknown>;
+  readonly params: RunParams;
   readonly seed: number;
   readonly metrics: {
     readonly val_accuracy: number;

@@ -6,7 +6,7 @@
 import type { StoredAudit } from '../cache/audit.js';
 import type { FeatureSet } from '../cache/features.js';
 import { type StoreLike, storeOf } from '../cache/store.js';
-import type { StoredRun, SweepMember, SweepRow } from '../cache/sweeps.js';
+import type { RunParams, StoredRun, SweepMember, SweepRow } from '../cache/sweeps.js';
 import type { Split } from '../data/dataset.js';
 import { UserError } from '../core/errors.js';
 import type { AuditResult, LeakFreeAccuracy } from './audit/result.js';
@@ -18,7 +18,7 @@ import { type Metric, type VariantSummary, rankVariants, varyingParameters } fro
 export interface RunFacts {
   readonly run_key: string;
   readonly variant: string;
-  readonly params: Record<string, number | string>;
+  readonly params: RunParams;
   readonly seed: number;
   readonly best_epoch: number;
   readonly epochs_run: number;
@@ -28,13 +28,22 @@ export interface RunFacts {
   readonly val_accuracy: number;
   readonly test_loss: number;
   readonly test_accuracy: number;
+  /** Test accuracy of view 0 alone, without averaging over the run's views (null: not recorded). */
+  readonly test_accuracy_single_view: number | null;
   readonly macro_f1: number;
   readonly train_seconds: number;
 }
 
+/** What a run's head saw: sizes concatenated in order, views averaged over (view 0 first), z-scored or not. */
+export interface InputFacts {
+  readonly sizes: string[];
+  readonly views: string[];
+  readonly standardize: boolean;
+}
+
 export interface VariantFacts {
   readonly rank: number;
-  readonly params: Record<string, number | string>;
+  readonly params: RunParams;
   readonly seeds: number[];
   readonly metric_mean: number;
   readonly metric_std: number;
@@ -43,6 +52,8 @@ export interface VariantFacts {
   readonly val_loss_mean: number;
   readonly test_accuracy_mean: number;
   readonly test_accuracy_std: number;
+  /** Mean over seeds of the test accuracy of view 0 alone (null: not recorded). */
+  readonly test_accuracy_single_view_mean: number | null;
 }
 
 export interface MisclassifiedImage {
@@ -84,6 +95,8 @@ export interface ReportFacts {
     model: string;
     alpha: number;
     input_size: string;
+    /** The feature set of every size the sweep concatenates, by HxW. */
+    size_feature_sets: Record<string, string>;
     resize: string;
     backend: string;
     dataset_root: string | null;
@@ -95,7 +108,7 @@ export interface ReportFacts {
   /** Parameters that differ between the sweep's variants. */
   readonly varying_params: string[];
   readonly best: {
-    params: Record<string, number | string>;
+    params: RunParams;
     run_key: string;
     seed: number;
     best_epoch: number;
@@ -104,6 +117,11 @@ export interface ReportFacts {
     test_accuracy: number;
     test_accuracy_mean: number;
     test_accuracy_std: number;
+    /** The selected run's test accuracy on view 0 alone, and its mean over seeds: accuracy without test-time averaging. */
+    test_accuracy_single_view: number | null;
+    test_accuracy_single_view_mean: number | null;
+    /** The sizes, views and standardisation the winner used. */
+    inputs: InputFacts;
     macro_f1: number;
     per_class: { label: string; precision: number; recall: number; f1: number; support: number }[];
     confusion: number[][];
@@ -216,6 +234,7 @@ export async function gatherReport(db: StoreLike, sweepRow: SweepRow, audit?: Au
       model: featureSet.modelSource,
       alpha: featureSet.alpha,
       input_size: `${featureSet.height}x${featureSet.width}`,
+      size_feature_sets: sweep.sizeSets ?? { [`${featureSet.height}x${featureSet.width}`]: featureSet.id },
       resize: featureSet.resize,
       backend: featureSet.backend,
       dataset_root: sweep.datasetRoot,
@@ -235,6 +254,9 @@ export async function gatherReport(db: StoreLike, sweepRow: SweepRow, audit?: Au
       test_accuracy: best.testAccuracy,
       test_accuracy_mean: winner.testAccuracy.mean,
       test_accuracy_std: winner.testAccuracy.std,
+      test_accuracy_single_view: singleView(best),
+      test_accuracy_single_view_mean: singleViewMean(winner.runs),
+      inputs: runInputs(best.params, featureSet),
       macro_f1: best.macroF1,
       per_class: best.perClass,
       confusion: best.confusion,
@@ -257,6 +279,7 @@ export async function gatherReport(db: StoreLike, sweepRow: SweepRow, audit?: Au
       val_loss_mean: v.valLoss.mean,
       test_accuracy_mean: v.testAccuracy.mean,
       test_accuracy_std: v.testAccuracy.std,
+      test_accuracy_single_view_mean: singleViewMean(v.runs),
     })),
     runs: runs.map((r) => ({
       run_key: r.runKey,
@@ -271,6 +294,7 @@ export async function gatherReport(db: StoreLike, sweepRow: SweepRow, audit?: Au
       val_accuracy: r.valAccuracy,
       test_loss: r.testLoss,
       test_accuracy: r.testAccuracy,
+      test_accuracy_single_view: singleView(r),
       macro_f1: r.macroF1,
       train_seconds: r.trainSeconds,
     })),
@@ -313,6 +337,29 @@ export async function leakFreeAccuracy(db: StoreLike, sweep: SweepRow, copies: R
     left_out: total - kept,
     test_accuracy_without_copies: kept ? round(keptRight / kept, 4) : null,
   };
+}
+
+/**
+ * A run's inputs from its parameters; runs stored before views and sizes existed saw
+ * their feature set's one size, the original view, no standardisation.
+ */
+export function runInputs(params: RunParams, featureSet: Pick<FeatureSet, 'height' | 'width'>): InputFacts {
+  return {
+    sizes: Array.isArray(params.sizes) ? params.sizes : [`${featureSet.height}x${featureSet.width}`],
+    views: Array.isArray(params.views) ? params.views : ['original'],
+    standardize: params.standardize === true,
+  };
+}
+
+/** Test accuracy without averaging over views; a run of one view scores the same either way. */
+function singleView(run: StoredRun): number | null {
+  if (run.testAccuracySingleView !== null) return run.testAccuracySingleView;
+  return Array.isArray(run.params.views) && run.params.views.length > 1 ? null : run.testAccuracy;
+}
+
+function singleViewMean(runs: readonly StoredRun[]): number | null {
+  const values = runs.map(singleView);
+  return values.every((v) => v !== null) ? values.reduce((a, b) => a + b!, 0) / values.length : null;
 }
 
 /** The images a sweep was trained and scored on, as stored with it (never the current listing). */

@@ -62,6 +62,7 @@ function makeFacts(options: FixtureOptions = {}): ReportFacts {
           val_accuracy: vals[i],
           test_loss: 1 - tests[i],
           test_accuracy: tests[i],
+          test_accuracy_single_view: tests[i] - 0.02,
           macro_f1: tests[i] - 0.01,
           train_seconds: 1.5 + random(),
         }),
@@ -76,6 +77,7 @@ function makeFacts(options: FixtureOptions = {}): ReportFacts {
         val_loss_mean: 1 - mean(vals),
         test_accuracy_mean: mean(tests),
         test_accuracy_std: std(tests),
+        test_accuracy_single_view_mean: mean(tests) - 0.02,
       });
     }
   }
@@ -120,6 +122,7 @@ function makeFacts(options: FixtureOptions = {}): ReportFacts {
       model: '../shared/models/mobilenet_v2_1.00_224_no_top/model.json',
       alpha: 1,
       input_size: '224x224',
+      size_feature_sets: { '224x224': 'fs-a1b2c3d4' },
       resize: 'center-crop',
       backend: 'onnx',
       dataset_root: '/data/trash<net> & co',
@@ -138,6 +141,9 @@ function makeFacts(options: FixtureOptions = {}): ReportFacts {
       test_accuracy: bestRun.test_accuracy,
       test_accuracy_mean: winner.test_accuracy_mean,
       test_accuracy_std: winner.test_accuracy_std,
+      test_accuracy_single_view: bestRun.test_accuracy_single_view,
+      test_accuracy_single_view_mean: winner.test_accuracy_single_view_mean,
+      inputs: { sizes: ['224x224'], views: ['original'], standardize: false },
       macro_f1: bestRun.macro_f1,
       per_class,
       confusion,
@@ -284,6 +290,36 @@ test('degenerate sweeps still render every plot', async (t) => {
   t.is(figures(html).length, 4);
   t.regex(html, /class="banner"/);
   t.regex(html, /got every test image right/);
+});
+
+test('a sweep over views and standardize: heatmap over those two, the winner inputs and its accuracy without test-time averaging', async (t) => {
+  const base = makeFacts();
+  const four = ['original', 'hflip', 'vflip', 'rot180'];
+  const variants: VariantFacts[] = base.variants.slice(0, 4).map((v, i) => ({
+    ...v,
+    params: { ...v.params, dropout: 0, learning_rate: 0.001, views: i % 2 === 0 ? four : ['original'], standardize: i < 2 },
+    test_accuracy_single_view_mean: i % 2 === 0 ? 0.8712 : v.test_accuracy_mean,
+  }));
+  const winner = variants[0];
+  const facts: ReportFacts = {
+    ...base,
+    varying_params: ['views', 'standardize'],
+    variants,
+    best: {
+      ...base.best,
+      params: winner.params,
+      inputs: { sizes: ['448x597', '320x427'], views: four, standardize: true },
+      test_accuracy_single_view: 0.87,
+      test_accuracy_single_view_mean: 0.8712,
+    },
+  };
+  const html = await renderHtml(facts, { imageRoot: null });
+  t.regex(html, /Validation accuracy by views × standardize/);
+  const heatmap = figures(html).find((f) => f.id === 'heatmap')!;
+  t.regex(heatmap.body, /original\+hflip\+vflip\+rot180/);
+  t.regex(heatmap.body, /<svg[\s\S]*role-mark/);
+  t.regex(html, /inputs: sizes 448x597 \+ 320x427 \(concatenated\), views original, hflip, vflip, rot180 \(trained on, averaged at val\/test\), z-scored with train statistics/);
+  t.regex(html, /id="single-view"><div class="value">87\.12%<\/div><div class="label">test accuracy on original alone/);
 });
 
 testWithChromium('report renders in Chromium', async (t) => {

@@ -51,6 +51,10 @@ test('a grid is the cartesian product, each variant once per seed', (t) => {
     weight_decay: 0,
     label_smoothing: 0,
     class_weight: 'none',
+    views: ['original'],
+    // resolved to the feature set's own size by runSweep
+    sizes: [],
+    standardize: false,
   });
 });
 

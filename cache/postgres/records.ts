@@ -115,15 +115,15 @@ export async function saveSplit(pool: PgPool, featureSet: string, rows: readonly
 
 const SWEEP_COLUMNS = `id::int, feature_set AS "featureSet", config_hash AS "configHash", config_json AS "configJson",
   split_source AS "splitSource", trainer, data_hash AS "dataHash", labels_json AS "labelsJson", dataset_root AS "datasetRoot",
-  images_left_out AS "imagesLeftOut", status, planned_runs AS "plannedRuns", ${iso('started_at')} AS "startedAt",
+  images_left_out AS "imagesLeftOut", size_sets_json AS "sizeSetsJson", status, planned_runs AS "plannedRuns", ${iso('started_at')} AS "startedAt",
   ${iso('finished_at')} AS "finishedAt", wall_seconds AS "wallSeconds"`;
 
 export async function createSweep(pool: PgPool, sweep: NewSweep, members: readonly SweepMember[]): Promise<number> {
   return inTransaction(pool, async (client) => {
     const { rows } = await client.query<{ id: number }>(
       `INSERT INTO ${SCHEMA}.sweeps (feature_set, config_hash, config_json, split_source, trainer, data_hash, labels_json, dataset_root,
-         images_left_out, status, planned_runs, started_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'running', $10, $11) RETURNING id::int`,
+         images_left_out, size_sets_json, status, planned_runs, started_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'running', $11, $12) RETURNING id::int`,
       [
         sweep.featureSet,
         sweep.configHash,
@@ -134,6 +134,7 @@ export async function createSweep(pool: PgPool, sweep: NewSweep, members: readon
         JSON.stringify(sweep.labels),
         sweep.datasetRoot,
         sweep.imagesLeftOut,
+        sweep.sizeSets ? JSON.stringify(sweep.sizeSets) : null,
         sweep.plannedRuns,
         new Date().toISOString(),
       ],
@@ -204,6 +205,7 @@ export async function saveRun(db: Queryable, sweepId: number, run: StoredRun): P
     run.valAccuracy,
     run.testLoss,
     run.testAccuracy,
+    run.testAccuracySingleView,
     run.macroF1,
     JSON.stringify(run.perClass),
     JSON.stringify(run.confusion),
@@ -215,8 +217,8 @@ export async function saveRun(db: Queryable, sweepId: number, run: StoredRun): P
     new Date().toISOString(),
   ];
   const columns = `sweep_id, run_key, variant_key, params_json, seed, status, best_epoch, epochs_run, train_loss, train_accuracy,
-    val_loss, val_accuracy, test_loss, test_accuracy, macro_f1, per_class_json, confusion_json, curves_json, test_probabilities,
-    weights_json, weights, train_seconds, finished_at`;
+    val_loss, val_accuracy, test_loss, test_accuracy, test_accuracy_single_view, macro_f1, per_class_json, confusion_json, curves_json,
+    test_probabilities, weights_json, weights, train_seconds, finished_at`;
   const updates = columns
     .split(',')
     .map((c) => c.trim())
@@ -234,7 +236,8 @@ export async function loadRuns(db: Queryable, sweepId: number): Promise<StoredRu
   const { rows } = await db.query<RunRecord>(
     `SELECT run_key AS "runKey", variant_key AS "variantKey", params_json AS "paramsJson", seed, status, best_epoch AS "bestEpoch",
        epochs_run AS "epochsRun", train_loss AS "trainLoss", train_accuracy AS "trainAccuracy", val_loss AS "valLoss",
-       val_accuracy AS "valAccuracy", test_loss AS "testLoss", test_accuracy AS "testAccuracy", macro_f1 AS "macroF1",
+       val_accuracy AS "valAccuracy", test_loss AS "testLoss", test_accuracy AS "testAccuracy",
+       test_accuracy_single_view AS "testAccuracySingleView", macro_f1 AS "macroF1",
        per_class_json AS "perClassJson", confusion_json AS "confusionJson", curves_json AS "curvesJson",
        test_probabilities AS "testProbabilities", weights_json AS "weightsJson", weights, train_seconds AS "trainSeconds"
      FROM ${SCHEMA}.sweep_runs WHERE sweep_id = $1 ORDER BY variant_key COLLATE "C", seed`,

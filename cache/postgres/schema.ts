@@ -196,6 +196,12 @@ const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (root, path)
   );
   `,
+  // 4: sweeps over several sizes name each size's feature set; runs over several views keep
+  // their test accuracy on the first view alone (the report's "without averaging").
+  `
+  ALTER TABLE ${SCHEMA}.sweeps ADD COLUMN size_sets_json text;
+  ALTER TABLE ${SCHEMA}.sweep_runs ADD COLUMN test_accuracy_single_view double precision;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

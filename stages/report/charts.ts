@@ -6,6 +6,7 @@
  */
 import { View, parse, Error as VegaError } from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
+import type { ParamValue } from '../../cache/sweeps.js';
 import type { ReportFacts, VariantFacts } from '../report.js';
 
 const FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif';
@@ -37,27 +38,45 @@ const config = {
 function levels(variants: readonly VariantFacts[], name: string): string[] {
   const raw = [...new Set(variants.map((v) => v.params[name]))];
   const numeric = raw.every((value) => typeof value === 'number');
-  const sorted = numeric ? (raw as number[]).sort((a, b) => a - b) : raw.map(String).sort();
+  const sorted = numeric ? (raw as number[]).sort((a, b) => a - b) : [...new Set(raw.map(label))].sort();
   return sorted.map(label);
 }
 
-const label = (value: number | string | undefined): string => (value === undefined ? '—' : String(value));
+/** A parameter value as a heatmap level: lists (views, sizes) joined with "+". */
+export const label = (value: ParamValue | undefined): string =>
+  value === undefined ? '—' : Array.isArray(value) ? value.join('+') : String(value);
+
+/**
+ * The two parameters the heatmap spans, as [rows, columns]: the first two that vary, in
+ * the order parameters are listed (dropout x learning rate when both vary); dropout and
+ * learning rate fill in when fewer than two vary.
+ */
+export function heatmapAxes(varying: readonly string[]): [string, string] {
+  const axes = varying.slice(0, 2);
+  for (const name of ['dropout', 'learning_rate']) if (axes.length < 2 && !axes.includes(name)) axes.push(name);
+  return axes.length === 2 && axes[0] === 'learning_rate' && axes[1] === 'dropout' ? ['dropout', 'learning_rate'] : [axes[0], axes[1]];
+}
+
+/** An axis title from a parameter name: `learning_rate` -> "learning rate". */
+export const axisTitle = (name: string) => name.replace(/_/g, ' ');
 
 export interface HeatmapCell {
-  readonly dropout: string;
-  readonly learning_rate: string;
+  /** level of the row parameter */
+  readonly row: string;
+  /** level of the column parameter */
+  readonly column: string;
   readonly val_accuracy: number;
   readonly variants: number;
 }
 
-/** Mean validation accuracy per (dropout, learning rate) cell: over seeds (already), then over other parameters. */
-export function heatmapCells(variants: readonly VariantFacts[]): HeatmapCell[] {
-  const cells = new Map<string, { dropout: string; learning_rate: string; sum: number; n: number }>();
+/** Mean validation accuracy per (row, column) cell: over seeds (already), then over other parameters. */
+export function heatmapCells(variants: readonly VariantFacts[], [rowName, columnName]: readonly [string, string]): HeatmapCell[] {
+  const cells = new Map<string, { row: string; column: string; sum: number; n: number }>();
   for (const v of variants) {
-    const dropout = label(v.params.dropout);
-    const rate = label(v.params.learning_rate);
-    const key = JSON.stringify([dropout, rate]);
-    const cell = cells.get(key) ?? { dropout, learning_rate: rate, sum: 0, n: 0 };
+    const row = label(v.params[rowName]);
+    const column = label(v.params[columnName]);
+    const key = JSON.stringify([row, column]);
+    const cell = cells.get(key) ?? { row, column, sum: 0, n: 0 };
     if (Number.isFinite(v.val_accuracy_mean)) {
       cell.sum += v.val_accuracy_mean;
       cell.n += 1;
@@ -66,18 +85,20 @@ export function heatmapCells(variants: readonly VariantFacts[]): HeatmapCell[] {
   }
   return [...cells.values()]
     .filter((c) => c.n > 0)
-    .map((c) => ({ dropout: c.dropout, learning_rate: c.learning_rate, val_accuracy: c.sum / c.n, variants: c.n }));
+    .map((c) => ({ row: c.row, column: c.column, val_accuracy: c.sum / c.n, variants: c.n }));
 }
 
 /**
- * (1) Validation accuracy over dropout x learning rate, cells labelled with their value and
- * the winner's cell outlined. A random sweep with many distinct values gets a scatter instead.
+ * (1) Validation accuracy over two swept parameters (heatmapAxes), cells labelled with
+ * their value and the winner's cell outlined. A random sweep with many distinct numeric
+ * values gets a scatter instead.
  */
 export function heatmapSpec(facts: ReportFacts): TopLevelSpec {
-  const cells = heatmapCells(facts.variants);
-  const dropouts = levels(facts.variants, 'dropout');
-  const rates = levels(facts.variants, 'learning_rate');
-  const winner = { dropout: label(facts.best.params.dropout), learning_rate: label(facts.best.params.learning_rate) };
+  const [rowName, columnName] = heatmapAxes(facts.varying_params);
+  const cells = heatmapCells(facts.variants, [rowName, columnName]);
+  const rows = levels(facts.variants, rowName);
+  const columns = levels(facts.variants, columnName);
+  const winner = { row: label(facts.best.params[rowName]), column: label(facts.best.params[columnName]) };
   const values = cells.map((c) => c.val_accuracy);
   const lo = values.length ? Math.min(...values) : 0;
   const hi = values.length ? Math.max(...values) : 1;
@@ -90,10 +111,10 @@ export function heatmapSpec(facts: ReportFacts): TopLevelSpec {
     legend: { format: '.1%', direction: 'vertical', gradientLength: 120 },
   } as const;
 
-  if (dropouts.length > 12 || rates.length > 12) {
-    const points = facts.variants
-      .filter((v) => typeof v.params.dropout === 'number' && typeof v.params.learning_rate === 'number')
-      .map((v) => ({ dropout: v.params.dropout, learning_rate: v.params.learning_rate, val_accuracy: v.val_accuracy_mean, rank: v.rank }));
+  const numeric = (name: string) => facts.variants.every((v) => typeof v.params[name] === 'number');
+  if ((rows.length > 12 || columns.length > 12) && numeric(rowName) && numeric(columnName)) {
+    const logScale = (name: string) => (name === 'learning_rate' || name === 'weight_decay' ? { scale: { type: 'log' } } : {});
+    const points = facts.variants.map((v) => ({ row: v.params[rowName], column: v.params[columnName], val_accuracy: v.val_accuracy_mean, rank: v.rank }));
     return {
       config,
       width: 380,
@@ -103,8 +124,8 @@ export function heatmapSpec(facts: ReportFacts): TopLevelSpec {
         {
           mark: { type: 'point', filled: true, size: 90, stroke: '#334e68', strokeWidth: 0.5 },
           encoding: {
-            x: { field: 'learning_rate', type: 'quantitative', scale: { type: 'log' }, title: 'learning rate' },
-            y: { field: 'dropout', type: 'quantitative', title: 'dropout' },
+            x: { field: 'column', type: 'quantitative', ...logScale(columnName), title: axisTitle(columnName) },
+            y: { field: 'row', type: 'quantitative', ...logScale(rowName), title: axisTitle(rowName) },
             color,
           },
         },
@@ -112,20 +133,21 @@ export function heatmapSpec(facts: ReportFacts): TopLevelSpec {
           transform: [{ filter: 'datum.rank === 1' }],
           mark: { type: 'point', size: 260, stroke: '#111', strokeWidth: 2 },
           encoding: {
-            x: { field: 'learning_rate', type: 'quantitative', scale: { type: 'log' } },
-            y: { field: 'dropout', type: 'quantitative' },
+            x: { field: 'column', type: 'quantitative', ...logScale(columnName) },
+            y: { field: 'row', type: 'quantitative', ...logScale(rowName) },
           },
         },
       ],
     } as TopLevelSpec;
   }
 
-  const x = { field: 'learning_rate', type: 'ordinal', sort: rates, title: 'learning rate', axis: { labelAngle: 0 } } as const;
-  const y = { field: 'dropout', type: 'ordinal', sort: dropouts, title: 'dropout' } as const;
+  const wide = columns.some((level) => level.length > 8);
+  const x = { field: 'column', type: 'ordinal', sort: columns, title: axisTitle(columnName), axis: { labelAngle: wide ? -30 : 0 } } as const;
+  const y = { field: 'row', type: 'ordinal', sort: rows, title: axisTitle(rowName) } as const;
   return {
     config,
-    width: { step: rates.length > 6 ? 52 : 66 },
-    height: { step: dropouts.length > 6 ? 32 : 42 },
+    width: { step: wide ? 90 : columns.length > 6 ? 52 : 66 },
+    height: { step: rows.length > 6 ? 32 : 42 },
     data: { values: cells as unknown as Record<string, unknown>[] },
     encoding: { x, y },
     layer: [
@@ -138,9 +160,7 @@ export function heatmapSpec(facts: ReportFacts): TopLevelSpec {
         },
       },
       {
-        transform: [
-          { filter: { and: [{ field: 'dropout', equal: winner.dropout }, { field: 'learning_rate', equal: winner.learning_rate }] } },
-        ],
+        transform: [{ filter: { and: [{ field: 'row', equal: winner.row }, { field: 'column', equal: winner.column }] } }],
         mark: { type: 'rect', fill: null, stroke: '#f59e0b', strokeWidth: 3 },
       },
     ],

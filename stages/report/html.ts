@@ -10,8 +10,9 @@ import { join } from 'node:path';
 import pLimit from 'p-limit';
 import sharp from 'sharp';
 import type { AuditForReport, MisclassifiedImage, ReportFacts, VariantFacts } from '../report.js';
-import { COLORS, MAP_COLORS, auditMapSpec, confusionSpec, curvesSpec, heatmapSpec, perClassSpec, renderSvg } from './charts.js';
+import { COLORS, MAP_COLORS, auditMapSpec, axisTitle, confusionSpec, curvesSpec, heatmapAxes, heatmapSpec, perClassSpec, renderSvg } from './charts.js';
 import type { TopLevelSpec } from 'vega-lite';
+import { inputsText } from './tables.js';
 
 export interface HtmlOptions {
   /** Folder the image paths are relative to (the dataset root); null shows placeholders. */
@@ -51,7 +52,7 @@ export async function renderHtml(facts: ReportFacts, options: HtmlOptions): Prom
     `<div class="grid">`,
     figure(
       'heatmap',
-      'Validation accuracy by dropout × learning rate',
+      `Validation accuracy by ${heatmapAxes(varying).map(axisTitle).join(' × ')}`,
       heatmapNote(facts, varying),
       heatmap,
     ),
@@ -132,7 +133,7 @@ function figure(id: string, title: string, note: string, svg: string): string {
 }
 
 function heatmapNote(facts: ReportFacts, varying: readonly string[]): string {
-  const swept = ['dropout', 'learning_rate'].filter((name) => varying.includes(name));
+  const swept = heatmapAxes(varying).filter((name) => varying.includes(name));
   const others = varying.filter((name) => !swept.includes(name));
   const parts = [`Mean over ${facts.sweep.seeds.length === 1 ? 'the one seed' : `${facts.sweep.seeds.length} seeds`}`];
   if (others.length) parts.push(`and over ${others.map(esc).join(', ')}`);
@@ -178,10 +179,16 @@ function winnerHtml(facts: ReportFacts, varying: readonly string[]): string {
 <h2>Winner <span class="rank">rank 1 of ${facts.variants.length}</span></h2>
 <div class="params">${chips || '<span class="muted">the sweep has a single variant</span>'}</div>
 ${fixed ? `<p class="fixed">fixed: ${fixed}</p>` : ''}
+<p class="fixed" id="inputs">inputs: ${esc(inputsText(best.inputs))}</p>
 <div class="stats">
 <div class="stat big"><div class="value">${pct(best.test_accuracy_mean, 2)}<small> ± ${pct(best.test_accuracy_std, 2)}</small></div>
 <div class="label">test accuracy, mean ± std over ${seeds} seed${seeds === 1 ? '' : 's'}</div></div>
 <div class="stat"><div class="value">${pct(best.test_accuracy, 2)}</div><div class="label">test accuracy of the selected run<br>(seed ${esc(best.seed)}, epoch ${esc(best.best_epoch)})</div></div>
+${
+    best.inputs.views.length > 1 && best.test_accuracy_single_view_mean !== null
+      ? `<div class="stat" id="single-view"><div class="value">${pct(best.test_accuracy_single_view_mean, 2)}</div><div class="label">test accuracy on ${esc(best.inputs.views[0])} alone,<br>without averaging over the ${best.inputs.views.length} views (mean over seeds)</div></div>`
+      : ''
+  }
 <div class="stat"><div class="value">${num(best.macro_f1, 3)}</div><div class="label">macro-F1 of the selected run</div></div>
 <div class="stat"><div class="value">${esc(metricText)}</div><div class="label">${esc(metric)} mean ± std (ranking metric)<br>${
     metric === 'val_accuracy' ? 'selected run' : 'val accuracy of the selected run'

@@ -1,5 +1,7 @@
 /** Terminal tables shared by `pipeline sweep` and `pipeline report`. */
 import Table from 'cli-table3';
+import type { RunParams } from '../../cache/sweeps.js';
+import type { InputFacts } from '../report.js';
 import type { MeanStd, Metric } from '../sweep/ranking.js';
 
 export const percent = (value: number) => `${(value * 100).toFixed(2)}%`;
@@ -10,7 +12,7 @@ const plain = { chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': ''
 
 /** One line of a ranking: a variant's parameters and its scores over seeds. */
 export interface RankingRow {
-  readonly params: Record<string, number | string>;
+  readonly params: RunParams;
   readonly metric: MeanStd;
   readonly testAccuracyMean: number;
   readonly seeds: number;
@@ -45,4 +47,11 @@ export function perClassTable(perClass: readonly { label: string; precision: num
   const table = new Table({ ...plain, head: ['class', 'precision', 'recall', 'F1', 'support'] });
   for (const c of perClass) table.push([c.label, c.precision.toFixed(3), c.recall.toFixed(3), c.f1.toFixed(3), String(c.support)]);
   return table.toString();
+}
+
+/** "sizes 448x597 + 320x427 (concatenated), views original, hflip (averaged), standardized". */
+export function inputsText(inputs: InputFacts): string {
+  const sizes = inputs.sizes.length > 1 ? `sizes ${inputs.sizes.join(' + ')} (concatenated)` : `size ${inputs.sizes[0]}`;
+  const views = inputs.views.length > 1 ? `views ${inputs.views.join(', ')} (trained on, averaged at val/test)` : `view ${inputs.views[0]}`;
+  return `${sizes}, ${views}, ${inputs.standardize ? 'z-scored with train statistics' : 'not standardized'}`;
 }

@@ -1,6 +1,6 @@
 /** `pipeline report` in the terminal: what won, how well, and what it was built on. */
 import type { ReportFacts } from '../report.js';
-import { confusionTable, perClassTable, percent, rankingTable } from './tables.js';
+import { confusionTable, inputsText, perClassTable, percent, rankingTable } from './tables.js';
 
 export function reportText(facts: ReportFacts, top = 10): string {
   const { sweep, extraction, best } = facts;
@@ -23,7 +23,12 @@ export function reportText(facts: ReportFacts, top = 10): string {
     rankingTable(rows, facts.varying_params, sweep.metric, top),
     '',
     `winner: ${Object.entries(best.params).map(([k, v]) => `${k}=${v}`).join(' ')}`,
-    `  test accuracy ${percent(best.test_accuracy_mean)} ± ${percent(best.test_accuracy_std)} over seeds; ` +
+    `  inputs: ${inputsText(best.inputs)}`,
+    `  test accuracy ${percent(best.test_accuracy_mean)} ± ${percent(best.test_accuracy_std)} over seeds` +
+      (best.inputs.views.length > 1 && best.test_accuracy_single_view_mean !== null
+        ? ` averaged over its ${best.inputs.views.length} views, ${percent(best.test_accuracy_single_view_mean)} on ${best.inputs.views[0]} alone`
+        : '') +
+      '; ' +
       `reported run (seed ${best.seed}, epoch ${best.best_epoch}): val ${percent(best.val_accuracy)}, ` +
       `test ${percent(best.test_accuracy)}, macro-F1 ${best.macro_f1.toFixed(3)}`,
     '',

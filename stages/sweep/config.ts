@@ -3,9 +3,33 @@
  * each parameter is `{value}`, `{values: [...]}` or `{distribution, min, max}`.
  */
 import { z } from 'zod';
+import { formatSize, parseSize } from '../../backbone/preprocessing.js';
+import { type View, parseViews } from '../../data/views.js';
 
 const continuous = (name: string, check: (v: number) => boolean, rule: string) =>
   z.number().refine(check, { message: `${name} must be ${rule}` });
+
+/** A list of cached view names, canonical (`crop:0.80:tl` -> `crop:0.8:tl`), each once; view 0 is the one scored alone. */
+const viewList = z
+  .array(z.string())
+  .superRefine((names, ctx) => {
+    const views = parseViews(names);
+    if (typeof views === 'string') ctx.addIssue({ code: 'custom', message: views });
+  })
+  .transform((names) => (parseViews(names) as View[]).map((view) => view.name));
+
+/** A list of cached input sizes `HxW`, each once, whose features are concatenated in this order. */
+const sizeList = z
+  .array(z.string())
+  .superRefine((texts, ctx) => {
+    if (texts.length === 0) return ctx.addIssue({ code: 'custom', message: 'at least one size is needed' });
+    const bad = texts.find((text) => parseSize(text) === undefined);
+    if (bad !== undefined) return ctx.addIssue({ code: 'custom', message: `size "${bad}": expected HxW with both sides 32..4096, like 448x597` });
+    const names = texts.map((text) => formatSize(parseSize(text)!));
+    const twice = names.find((name, i) => names.indexOf(name) !== i);
+    if (twice) ctx.addIssue({ code: 'custom', message: `size ${twice} listed twice` });
+  })
+  .transform((texts) => texts.map((text) => formatSize(parseSize(text)!)));
 
 /** Every head parameter a sweep can vary, with the values it accepts. */
 export const PARAMETER_VALUES = {
@@ -19,6 +43,11 @@ export const PARAMETER_VALUES = {
   weight_decay: continuous('weight_decay', (v) => v >= 0 && v < 1, '>= 0 and < 1'),
   label_smoothing: continuous('label_smoothing', (v) => v >= 0 && v < 1, '>= 0 and < 1'),
   class_weight: z.enum(['none', 'balanced']),
+  // What the head sees: the cached views it trains on and averages over at val/test, the
+  // cached sizes concatenated side by side, and a z-score with train statistics.
+  views: viewList,
+  sizes: sizeList,
+  standardize: z.boolean(),
 } as const;
 
 export type ParameterName = keyof typeof PARAMETER_VALUES;
@@ -27,7 +56,7 @@ export const PARAMETER_NAMES = Object.keys(PARAMETER_VALUES) as ParameterName[];
 /** Parameters that take real values, so a random sweep may draw them from a distribution. */
 const CONTINUOUS: readonly ParameterName[] = ['dropout', 'learning_rate', 'weight_decay', 'label_smoothing'];
 
-export type ParameterValue = number | string;
+export type ParameterValue = number | string | boolean | string[];
 export type ParameterSpec =
   | { value: ParameterValue }
   | { values: ParameterValue[] }
@@ -61,6 +90,10 @@ export const DEFAULT_PARAMETERS: Record<ParameterName, ParameterSpec> = {
   weight_decay: { value: 0 },
   label_smoothing: { value: 0 },
   class_weight: { value: 'none' },
+  views: { value: ['original'] },
+  // No default list: a sweep without `sizes` uses its feature set's own size (stages/sweep.ts).
+  sizes: { value: [] },
+  standardize: { value: false },
 };
 
 export const SweepSchema = z

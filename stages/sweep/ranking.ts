@@ -2,7 +2,7 @@
  * Turning finished runs into a ranking: variants ordered by the mean of the validation
  * metric over their seeds. Test numbers are carried along for reading, never used to rank.
  */
-import type { StoredRun } from '../../cache/sweeps.js';
+import type { RunParams, StoredRun } from '../../cache/sweeps.js';
 
 export interface Metric {
   readonly name: 'val_accuracy' | 'val_loss';
@@ -16,7 +16,7 @@ export interface MeanStd {
 
 export interface VariantSummary {
   readonly variantKey: string;
-  readonly params: Record<string, number | string>;
+  readonly params: RunParams;
   readonly seeds: number[];
   readonly metric: MeanStd;
   readonly valAccuracy: MeanStd;
@@ -66,6 +66,6 @@ export function rankVariants(runs: readonly StoredRun[], metric: Metric): Varian
 export function varyingParameters(summaries: readonly VariantSummary[]): string[] {
   if (summaries.length === 0) return [];
   return Object.keys(summaries[0].params).filter((name) =>
-    summaries.some((s) => s.params[name] !== summaries[0].params[name]),
+    summaries.some((s) => JSON.stringify(s.params[name]) !== JSON.stringify(summaries[0].params[name])),
   );
 }

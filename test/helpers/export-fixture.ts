@@ -10,7 +10,7 @@ import { PREPROCESSING } from '../../backbone/preprocessing.js';
 import { readWeightFile } from '../../backbone/weights.js';
 import { type Db, openDatabase } from '../../cache/database.js';
 import { ensureFeatureSet } from '../../cache/features.js';
-import { type NamedArray, type StoredRun, createSweep, finishSweep, saveRun } from '../../cache/sweeps.js';
+import { type NamedArray, type RunParams, type StoredRun, createSweep, finishSweep, saveRun } from '../../cache/sweeps.js';
 import { rng, writeRandomModel } from './random-model.js';
 import { loadExportedModel } from '../../stages/predict.js';
 
@@ -54,7 +54,7 @@ export function randomHead(dim: number, classes: number, hiddenUnits: number, se
   ];
 }
 
-function storedRun(key: string, variant: string, params: Record<string, number | string>, weights: NamedArray[], valAccuracy: number): StoredRun {
+function storedRun(key: string, variant: string, params: RunParams, weights: NamedArray[], valAccuracy: number): StoredRun {
   const classes = FIXTURE_CLASSES.length;
   return {
     runKey: key,
@@ -70,6 +70,7 @@ function storedRun(key: string, variant: string, params: Record<string, number |
     valAccuracy,
     testLoss: 0.7,
     testAccuracy: 0.7,
+    testAccuracySingleView: 0.7,
     macroF1: 0.65,
     perClass: FIXTURE_CLASSES.map((label) => ({ label, precision: 0.7, recall: 0.7, f1: 0.7, support: 2 })),
     confusion: FIXTURE_CLASSES.map((_, i) => FIXTURE_CLASSES.map((__, j) => (i === j ? 2 : 0))),

@@ -59,3 +59,77 @@ export function makeFeatureCache(path: string, options: FeatureCacheOptions = {}
   saveBatch(db, featureSet.id, { features: features.slice(missing), failures: [] });
   return { db, featureSet };
 }
+
+export interface ViewsCacheOptions {
+  /**
+   * help: every view of an image is its class centre plus the image's own offset plus
+   * independent view noise, so more views mean more rows and less noise after averaging.
+   * hurt: two classes that differ only by orientation: vflip and rot180 of an `up` image
+   * look like a `down` image (and the reverse), while hflip keeps the class.
+   */
+  readonly kind: 'help' | 'hurt';
+  /** Input sizes, one feature set each, same family (default one: 32x32). */
+  readonly sizes?: readonly { height: number; width: number }[];
+  readonly views?: readonly string[];
+  readonly perClass?: number;
+  readonly dim?: number;
+  readonly seed?: number;
+}
+
+export interface ViewsCache {
+  readonly db: Db;
+  /** One feature set per size, in the order given. */
+  readonly featureSets: FeatureSet[];
+}
+
+/**
+ * A cache of generated features with several views and sizes, written through the cache's
+ * own functions, with official splits (every 5th image val, every 5th+1 test). Sizes are
+ * independent draws of the same construction, so each is informative on its own.
+ */
+export function makeViewsCache(path: string, options: ViewsCacheOptions): ViewsCache {
+  const { kind, sizes = [{ height: 32, width: 32 }], views = ['original', 'hflip', 'vflip', 'rot180'], perClass = 60, dim = 32, seed = 3 } = options;
+  const random = rng(seed);
+  const db = openDatabase(path);
+  const classes = kind === 'help' ? ['a', 'b', 'c'] : ['down', 'up'];
+  const items = classes.flatMap((label) =>
+    Array.from({ length: perClass }, (_, i) => ({
+      path: `${label}/${label}${i}.jpg`,
+      label,
+      split: (i % 5 === 0 ? 'val' : i % 5 === 1 ? 'test' : 'train') as Split,
+      sha256: `${label}-${i}-`.padEnd(64, '0'),
+    })),
+  );
+  const featureSets = sizes.map(({ height, width }) => {
+    const featureSet = ensureFeatureSet(db, {
+      id: `views-${kind}-${seed}-${height}x${width}`,
+      modelSource: 'synthetic',
+      weightsSha256: 'synthetic',
+      architecture: 'mobilenet_v2',
+      alpha: 1,
+      height,
+      width,
+      resize: 'fill',
+      preprocessing: PREPROCESSING.id,
+      backend: 'synthetic',
+      dim,
+    });
+    const centres = classes.map(() => Float32Array.from({ length: dim }, () => normal(random)));
+    const features: { sha256: string; view: string; vector: Float32Array }[] = [];
+    for (const item of items) {
+      const c = classes.indexOf(item.label);
+      const own = Float32Array.from({ length: dim }, () => normal(random));
+      for (const view of views) {
+        const flipped = kind === 'hurt' && (view === 'vflip' || view === 'rot180');
+        const centre = centres[flipped ? 1 - c : c];
+        const noise = kind === 'help' ? 2.2 : 0.8;
+        const vector = Float32Array.from(centre, (v, d) => v + 0.6 * own[d] + noise * normal(random));
+        features.push({ sha256: item.sha256, view, vector });
+      }
+    }
+    replaceItems(db, featureSet.id, items);
+    saveBatch(db, featureSet.id, { features, failures: [] });
+    return featureSet;
+  });
+  return { db, featureSets };
+}

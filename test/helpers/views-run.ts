@@ -104,6 +104,7 @@ export async function storeViewsRun(db: Db, options: ViewsRunOptions): Promise<V
     testProbabilities: Float32Array.from(averaged.flat()),
     weights,
     trainSeconds: 0,
+    testAccuracySingleView: null,
   };
   const sweepId = createSweep(
     db,

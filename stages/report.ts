@@ -96,7 +96,7 @@ export interface ReportFacts {
     alpha: number;
     input_size: string;
     /** The feature set of every size the sweep concatenates, by HxW. */
-    size_feature_sets: Record<string, string>;
+    size_feature_sets: { size: string; feature_set: string }[];
     resize: string;
     backend: string;
     dataset_root: string | null;
@@ -234,7 +234,7 @@ export async function gatherReport(db: StoreLike, sweepRow: SweepRow, audit?: Au
       model: featureSet.modelSource,
       alpha: featureSet.alpha,
       input_size: `${featureSet.height}x${featureSet.width}`,
-      size_feature_sets: sweep.sizeSets ?? { [`${featureSet.height}x${featureSet.width}`]: featureSet.id },
+      size_feature_sets: Object.entries(sweep.sizeSets ?? { [`${featureSet.height}x${featureSet.width}`]: featureSet.id }).map(([size, id]) => ({ size, feature_set: id })),
       resize: featureSet.resize,
       backend: featureSet.backend,
       dataset_root: sweep.datasetRoot,

@@ -122,7 +122,7 @@ function makeFacts(options: FixtureOptions = {}): ReportFacts {
       model: '../shared/models/mobilenet_v2_1.00_224_no_top/model.json',
       alpha: 1,
       input_size: '224x224',
-      size_feature_sets: { '224x224': 'fs-a1b2c3d4' },
+      size_feature_sets: [{ size: '224x224', feature_set: 'fs-a1b2c3d4' }],
       resize: 'center-crop',
       backend: 'onnx',
       dataset_root: '/data/trash<net> & co',

@@ -50,12 +50,12 @@ testWithShared('real model: extract --views original,hflip --size 384x512,224x22
     const report = await runPipeline(temp.dir, ['report', '--json', ...common]);
     t.is(report.code, 0, report.stderr);
     const facts = JSON.parse(report.stdout) as {
-      extraction: { feature_set: string; size_feature_sets: Record<string, string> };
+      extraction: { feature_set: string; size_feature_sets: { size: string; feature_set: string }[] };
       best: { inputs: { sizes: string[]; views: string[]; standardize: boolean }; test_accuracy_single_view: number };
       runs: { params: { sizes: string[]; views: string[]; standardize: boolean }; test_accuracy_single_view: number }[];
     };
-    t.deepEqual(Object.keys(facts.extraction.size_feature_sets).sort(), ['224x224', '384x512']);
-    t.is(facts.extraction.size_feature_sets['384x512'], facts.extraction.feature_set);
+    t.deepEqual(facts.extraction.size_feature_sets.map((s) => s.size).sort(), ['224x224', '384x512']);
+    t.is(facts.extraction.size_feature_sets.find((s) => s.size === '384x512')?.feature_set, facts.extraction.feature_set);
     t.deepEqual(facts.runs.map((run) => `${run.params.sizes.join('+')} ${run.params.views.join('+')}`).sort(), [
       '384x512 original',
       '384x512 original+hflip',

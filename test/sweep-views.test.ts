@@ -142,7 +142,10 @@ test('sizes are concatenated in the order the sweep lists them', async (t) => {
     t.deepEqual([...new Set(runs.map((r) => JSON.stringify(r.params.sizes)))].sort(), ['["32x32"]', '["48x64","32x32"]']);
     for (const run of runs) t.deepEqual(run.weights[0].shape, [8 * (run.params.sizes as string[]).length, 3]);
     const facts = await gatherReport(db, await chooseSweep(db, outcome.sweepId));
-    t.deepEqual(facts.extraction.size_feature_sets, { '48x64': large.id, '32x32': small.id });
+    t.deepEqual(facts.extraction.size_feature_sets, [
+      { size: '48x64', feature_set: large.id },
+      { size: '32x32', feature_set: small.id },
+    ]);
     t.truthy(getFeatureSet(db, facts.extraction.feature_set));
   } finally {
     db.close();
@@ -162,7 +165,7 @@ test('a view or size the cache lacks is one line naming the sweep field and the 
     const sizes = viewsSweep({ sizes: { value: ['32x32', '224x224'] }, views: { value: ['original', 'hflip'] } });
     const missing = await t.throwsAsync(runSweep({ db, featureSet: set, sweep: sizes, resume: false, log: quiet }));
     t.is(missing!.message, 'sweep.parameters.sizes: the cache has no features at size 224x224 (cached: 32x32): run `pipeline extract --size 224x224 --views original,hflip`');
-    t.throws(() => sweepFeatureSet(db, undefined, viewsSweep({ sizes: { value: ['64x64'] } })), { message: /sweep\.parameters\.sizes: the cache has no features at size 64x64/ });
+    await t.throwsAsync(sweepFeatureSet(db, undefined, viewsSweep({ sizes: { value: ['64x64'] } })), { message: /sweep\.parameters\.sizes: the cache has no features at size 64x64/ });
   } finally {
     db.close();
   }

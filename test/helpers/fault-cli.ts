@@ -31,7 +31,8 @@ export interface CacheState {
 }
 
 /** Reads the cache independently of the code under test (read-only connection). */
-export function readCache(path: string): CacheState {
+/** `featureSet` limits `features` to that feature set's vectors (keyed by content hash, so several sets would overwrite each other). */
+export function readCache(path: string, featureSet?: string): CacheState {
   const db = new Database(path, { readonly: true, fileMustExist: true });
   try {
     db.pragma('busy_timeout = 15000');
@@ -40,7 +41,11 @@ export function readCache(path: string): CacheState {
     if (!tables.has('features')) {
       return { integrity, features: new Map(), featureRows: 0, distinctFeatures: 0, failures: new Map(), items: [], featureSets: [] };
     }
-    const rows = db.prepare('SELECT sha256, vector FROM features ORDER BY sha256').all() as { sha256: string; vector: Buffer }[];
+    const rows = (
+      featureSet === undefined
+        ? db.prepare('SELECT sha256, vector FROM features ORDER BY sha256').all()
+        : db.prepare('SELECT sha256, vector FROM features WHERE feature_set = ? ORDER BY sha256').all(featureSet)
+    ) as { sha256: string; vector: Buffer }[];
     const counts = db.prepare('SELECT COUNT(*) AS n, COUNT(DISTINCT feature_set || sha256) AS d FROM features').get() as { n: number; d: number };
     const failures = db.prepare('SELECT sha256, path, error FROM failures').all() as { sha256: string; path: string; error: string }[];
     const items = db.prepare('SELECT path, label, sha256 FROM dataset_items ORDER BY path').all() as CacheState['items'];

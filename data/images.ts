@@ -58,18 +58,13 @@ export async function decodeSources(bytes: Uint8Array, sizes: readonly InputSize
   if (bytes.length === 0) throw new Error('empty file');
   try {
     return await shared(() => decodeSourcesOnce(bytes, sizes));
-  } catch (error) {
-    if (!isReasonLost(error)) throw error;
-    // libvips keeps one error buffer for all its threads: when another image finishes at
-    // the same moment, the reason can be cleared before sharp reads it ("Unknown error").
-    // Decoding the same bytes again with nothing else running gives the real reason back.
+  } catch {
+    // libvips keeps one error buffer for all its threads: when another image fails or
+    // finishes at the same moment, the reason can be lost ("Unknown error") or be the
+    // other image's. Failures are rare, so each is decoded again with nothing else
+    // running, and that attempt's outcome (its reason, or rarely its pixels) stands.
     return await alone(() => decodeSourcesOnce(bytes, sizes));
   }
-}
-
-function isReasonLost(error: unknown): boolean {
-  const message = error instanceof Error ? error.message.trim() : String(error);
-  return message === '' || /^unknown error$/i.test(message);
 }
 
 /** sharp calls in flight, and the one that must run with none beside it (see decodeSources). */

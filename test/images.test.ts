@@ -140,7 +140,7 @@ test('JPEG shrink-on-load keeps the shorter side at least 1.25x the input\'s lon
 
 test('a truncated JPEG decoded beside other images still says why it failed', async (t) => {
   // libvips shares one error buffer across threads: without care, a failure that ends
-  // while another image finishes is reported as "Unknown error".
+  // while another image finishes is reported as "Unknown error" or with the other's reason.
   const noise = Buffer.from(Array.from({ length: 400 * 300 * 3 }, (_, i) => (i * 7919) % 251));
   const busy = await sharp(noise, { raw: { width: 400, height: 300, channels: 3 } }).jpeg().toBuffer();
   const truncated = busy.subarray(0, Math.floor(busy.length / 2));

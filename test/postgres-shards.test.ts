@@ -151,5 +151,7 @@ pg.serial('SIGKILLed workers mid-shard: their shards expire to others, every ima
     if (job && job.retryCount > 0) handedOver++;
   }
   t.log(`${handedOver} shards were handed to another worker after their first one died`);
-  t.true(handedOver >= 1 && handedOver <= kills.midShard);
+  // At least the killed workers' shards; more is allowed: under load a live worker can
+  // outlast the 2 s expiry too, and its shard is then redone elsewhere (harmless by design).
+  t.true(handedOver >= 1, `${handedOver} shards handed over for ${kills.midShard} kills`);
 });

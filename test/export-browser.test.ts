@@ -7,6 +7,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import type { ExecutionContext } from 'ava';
 import { activateBackend } from '../backbone/backends.js';
 import { exportModel } from '../stages/export.js';
 import { launchChromium, testWithChromium } from './helpers/browser.js';
@@ -19,6 +20,27 @@ const TFJS_BUNDLE = createRequire(import.meta.url).resolve('@tensorflow/tfjs/dis
 /** Pixels 0..255 that vary over the image, the same in Node and in the page. */
 const pattern = (height: number, width: number) =>
   Array.from({ length: height * width * 3 }, (_, i) => (i * 37) % 256);
+
+/**
+ * Serves tfjs' bundle and the export folder `out` (under /model/) on 127.0.0.1 and opens
+ * a page that has loaded the bundle; `errors` collects the page's uncaught errors.
+ */
+async function openExportInBrowser(t: ExecutionContext, out: string) {
+  const routes: Record<string, Route> = {
+    '/tf.min.js': { type: 'text/javascript', body: await readFile(TFJS_BUNDLE) },
+    '/index.html': { type: 'text/html', body: Buffer.from('<!doctype html><script src="/tf.min.js"></script>') },
+  };
+  for (const file of await readdir(out)) routes[`/model/${file}`] = { type: 'application/octet-stream', body: await readFile(join(out, file)) };
+  const server = await faultServer(routes);
+  t.teardown(() => server.close());
+  const browser = await launchChromium();
+  t.teardown(() => browser.close());
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  await page.goto(server.url('/index.html'));
+  return { server, page, errors };
+}
 
 testWithChromium('an exported model loads with tf.loadLayersModel in Chromium and predicts as in Node', async (t) => {
   await activateBackend(tf, 'wasm');
@@ -36,20 +58,7 @@ testWithChromium('an exported model loads with tf.loadLayersModel in Chromium an
   tf.dispose([input, output]);
   loaded.model.dispose();
 
-  const routes: Record<string, Route> = {
-    '/tf.min.js': { type: 'text/javascript', body: await readFile(TFJS_BUNDLE) },
-    '/index.html': { type: 'text/html', body: Buffer.from('<!doctype html><script src="/tf.min.js"></script>') },
-  };
-  for (const file of await readdir(out)) routes[`/model/${file}`] = { type: 'application/octet-stream', body: await readFile(join(out, file)) };
-  const server = await faultServer(routes);
-  t.teardown(() => server.close());
-
-  const browser = await launchChromium();
-  t.teardown(() => browser.close());
-  const page = await browser.newPage();
-  const errors: string[] = [];
-  page.on('pageerror', (error) => errors.push(error.message));
-  await page.goto(server.url('/index.html'));
+  const { server, page, errors } = await openExportInBrowser(t, out);
   const inBrowser = await page.evaluate(
     async ({ url, height, width, values }) => {
       const tfjs = (globalThis as unknown as { tf: typeof tf }).tf;
@@ -121,19 +130,7 @@ testWithChromium('a 2-size, 3-view, standardized export runs in Chromium with th
   // The views are not interchangeable: averaging them is not any single one.
   t.true(perView.every((p) => Math.max(...p.map((v, i) => Math.abs(v - inNode[i]))) > 1e-3));
 
-  const routes: Record<string, Route> = {
-    '/tf.min.js': { type: 'text/javascript', body: await readFile(TFJS_BUNDLE) },
-    '/index.html': { type: 'text/html', body: Buffer.from('<!doctype html><script src="/tf.min.js"></script>') },
-  };
-  for (const file of await readdir(out)) routes[`/model/${file}`] = { type: 'application/octet-stream', body: await readFile(join(out, file)) };
-  const server = await faultServer(routes);
-  t.teardown(() => server.close());
-  const browser = await launchChromium();
-  t.teardown(() => browser.close());
-  const page = await browser.newPage();
-  const errors: string[] = [];
-  page.on('pageerror', (error) => errors.push(error.message));
-  await page.goto(server.url('/index.html'));
+  const { server, page, errors } = await openExportInBrowser(t, out);
   const inBrowser = await page.evaluate(
     async ({ base, source, height, width, values }) => {
       const tfjs = (globalThis as unknown as { tf: typeof tf }).tf;

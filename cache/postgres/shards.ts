@@ -16,6 +16,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UserError } from '../../core/errors.js';
 import type { BatchResult } from '../features.js';
+import type { ShardProgress } from '../store-types.js';
 import type { PgClient, PgPool } from './connect.js';
 import { writeBatch } from './features.js';
 import { SCHEMA } from './schema.js';
@@ -270,26 +271,13 @@ export async function shardStatus(pool: PgPool, featureSet: string): Promise<Sha
   return rows[0];
 }
 
-export interface ClusterProgress {
-  readonly shards: number;
-  readonly done: number;
-  readonly running: number;
-  readonly waiting: number;
-  readonly failed: number;
-  readonly images: number;
-  readonly imagesDone: number;
-  readonly workersSeen: number;
-  readonly imagesPerSecond: number;
-  readonly imagesPerSecondSince?: number;
-}
-
 /**
  * The newest plan of a feature set, shard by shard: done (committed), running (claimed, not
  * expired yet), waiting (not claimed, or put back after a worker died), failed (retries
  * used up); the workers that reported in the last minute, and the images of the shards
  * completed in the last minute per second. With `since`, also the rate since then.
  */
-export async function clusterProgress(pool: PgPool, featureSet: string, since?: Date): Promise<ClusterProgress | undefined> {
+export async function clusterProgress(pool: PgPool, featureSet: string, since?: Date): Promise<ShardProgress | undefined> {
   const plan = await pool.query<{ plan: string }>(
     `SELECT plan FROM ${SCHEMA}.extract_plans WHERE feature_set = $1 ORDER BY created_at DESC, plan LIMIT 1`,
     [featureSet],

@@ -179,7 +179,7 @@ async function reportCommand(argv: { config?: string; db?: string; sweep?: numbe
     const facts = await gatherReport(db, sweep, audit);
     if (argv.html) {
       const { renderHtml } = await import('../stages/report/html.js');
-      const html = await renderHtml(facts, { imageRoot: facts.extraction.dataset_root, audit });
+      const html = await renderHtml(facts, { imageRoot: facts.extraction.dataset_root, audit: audit ?? undefined });
       await writeFileAtomically(argv.html, html, '--html');
       say(`wrote ${argv.html}`);
     }

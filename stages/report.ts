@@ -180,10 +180,10 @@ export interface AuditForReport {
 }
 
 /** The newest stored audit of a feature set (`pipeline audit`), if any. */
-export async function reportAudit(db: StoreLike, featureSet: string): Promise<AuditForReport | undefined> {
+export async function reportAudit(db: StoreLike, featureSet: string): Promise<AuditForReport | null> {
   const store = storeOf(db);
   const stored = await store.latestAudit<Omit<AuditResult, 'audit_id'>>(featureSet);
-  if (!stored) return undefined;
+  if (!stored) return null;
   const items = new Map((await store.listItems(featureSet)).map((item) => [item.path, item]));
   const split = await store.loadSplit(featureSet);
   const splitOf = new Map<string, string | null>(split.length > 0 ? split.map((row) => [row.path, row.split]) : [...items.values()].map((item) => [item.path, item.split]));
@@ -193,10 +193,10 @@ export async function reportAudit(db: StoreLike, featureSet: string): Promise<Au
   };
 }
 
-/** `audit` defaults to the newest audit of the sweep's feature set (reportAudit). */
-export async function gatherReport(db: StoreLike, sweepRow: SweepRow, audit?: AuditForReport): Promise<ReportFacts> {
+/** `audit` (null: none) is looked up when not given: the newest audit of the sweep's feature set (reportAudit). */
+export async function gatherReport(db: StoreLike, sweepRow: SweepRow, given?: AuditForReport | null): Promise<ReportFacts> {
   const store = storeOf(db);
-  audit ??= await reportAudit(store, sweepRow.featureSet);
+  const audit = given === undefined ? await reportAudit(store, sweepRow.featureSet) : given;
   const data = await pinnedData(store, sweepRow);
   const results = await sweepResults(store, sweepRow);
   const { sweep, featureSet, ranking, runs, metric } = results;

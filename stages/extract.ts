@@ -166,13 +166,13 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
           if (db.shards) {
             // Shared work: the listing is cut into shards that every process extracting this
             // feature set claims one at a time; each shard's vectors commit with its completion.
-            const hashed = await db.loadPerceptualHashes(uniqueByContent(items).map((item) => item.sha256));
+            const hashed = new Set((await db.loadPerceptualHashes(uniqueByContent(items).map((item) => item.sha256))).keys());
             const outcome = await extractByShards(db.shards, featureSets, allOutputs, items, hashed, options, engineOf, log, startProgress, async (set, result) => {
               extractedPer.set(set.id, extractedPer.get(set.id)! + result.features.filter((f) => f.set === set).length);
               record(result);
               // Idempotent rows keyed by content: outside the shard's transaction is harmless.
               await db.savePerceptualHashes(result.hashes);
-              for (const { sha256 } of result.hashes) hashed.set(sha256, '');
+              for (const { sha256 } of result.hashes) hashed.add(sha256);
             });
             interrupted = outcome.interrupted;
             cluster = outcome.cluster;
@@ -291,7 +291,7 @@ async function extractByShards(
   featureSets: readonly FeatureSet[],
   outputs: ReadonlyArray<Output & { done: Set<string> }>,
   items: readonly HashedItem[],
-  hashed: ReadonlyMap<string, string>,
+  hashed: ReadonlySet<string>,
   options: ExtractOptions,
   engineOf: () => Promise<Engine>,
   log: Log,

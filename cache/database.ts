@@ -182,6 +182,19 @@ CREATE TABLE audit_map (
 ALTER TABLE sweeps ADD COLUMN size_sets_json TEXT;
 ALTER TABLE sweep_runs ADD COLUMN test_accuracy_single_view REAL;
 `,
+  // 6: content hashes of images named in a URL manifest, by URL (root ''), so a rerun
+  // knows what a URL holds without downloading it again. The same table as on PostgreSQL,
+  // where it also records files under a shared dataset folder by size and mtime.
+  `
+CREATE TABLE file_hashes (
+  root TEXT NOT NULL,
+  path TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  mtime_ms REAL NOT NULL,
+  sha256 TEXT NOT NULL,
+  PRIMARY KEY (root, path)
+) WITHOUT ROWID;
+`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

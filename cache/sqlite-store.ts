@@ -2,6 +2,7 @@
 import * as audit from './audit.js';
 import { type Db, guardDatabase, openDatabase } from './database.js';
 import * as features from './features.js';
+import { loadFileHashes, saveFileHashes } from './file-hashes.js';
 import type { OpenStoreOptions, Store } from './store-types.js';
 import * as sweeps from './sweeps.js';
 
@@ -41,6 +42,7 @@ export function sqliteStore(db: Db, path: string = db.name): Store {
     savePerceptualHashes: async (rows) => audit.savePerceptualHashes(db, rows),
     saveAudit: async (record) => audit.saveAudit(db, record),
     latestAudit: async (featureSet) => audit.latestAudit(db, featureSet),
+    fileHashes: { load: async (root) => loadFileHashes(db, root), save: async (root, rows) => saveFileHashes(db, root, rows) },
     guard: (work) => guardDatabase(path, work),
     close: async () => void db.close(),
   };

@@ -46,10 +46,11 @@ export interface Store {
   latestAudit<R>(featureSet: string): Promise<StoredAudit<R> | undefined>;
 
   /**
-   * Content hashes recorded by earlier workers, by path under a dataset root with the size
-   * and modification time they had; only a server store keeps them.
+   * Content hashes recorded by earlier runs and workers: of a URL manifest's images by URL
+   * (root ''), and on a server store also of files, by path under a dataset root with the
+   * size and modification time they had.
    */
-  readonly fileHashes?: FileHashes;
+  readonly fileHashes: FileHashes;
 
   /** Work shared between processes and machines; only a server store has it. */
   readonly shards?: ShardQueue;

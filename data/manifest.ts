@@ -12,7 +12,7 @@ import { dirname, extname, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UserError, messageOf } from '../core/errors.js';
 import { hasUrlScheme, isHttpUrl } from '../core/urls.js';
-import type { Split } from './dataset.js';
+import { type Dataset, type DatasetItem, type Split, byCodeUnit } from './dataset.js';
 
 export interface ManifestEntry {
   /** As written in the manifest (the image's name in listings and errors). */
@@ -60,6 +60,40 @@ export async function readManifest(file: string): Promise<ManifestEntry[]> {
       line,
     };
   });
+}
+
+/** Manifest files end in .csv or .jsonl; anything else given as --data is a dataset folder. */
+export const isManifestPath = (path: string): boolean => /\.(csv|jsonl)$/i.test(path);
+
+/**
+ * A manifest as a dataset: classes are its labels (alphabetical, as for a folder), items
+ * are sorted by how the manifest names them, and each item opens its URL or resolved path.
+ * A split column must be filled on every line or on none: a partly split dataset would
+ * leave images silently out of every split.
+ */
+export async function manifestDataset(file: string): Promise<Dataset> {
+  const entries = await readManifest(file);
+  const seen = new Map<string, number>();
+  for (const entry of entries) {
+    const first = seen.get(entry.source);
+    if (first !== undefined) throw new UserError(`${file}:${entry.line}: url_or_path: ${entry.source} is listed already on line ${first}`);
+    seen.set(entry.source, entry.line);
+  }
+  const withSplit = entries.filter((e) => e.split !== null);
+  if (withSplit.length > 0 && withSplit.length < entries.length) {
+    const missing = entries.find((e) => e.split === null)!;
+    throw new UserError(`${file}:${missing.line}: split: empty, but other lines give one (fill it on every line or on none)`);
+  }
+  const items: DatasetItem[] = entries
+    .map((e) => ({ path: e.source, absolutePath: e.location, label: e.label, split: e.split }))
+    .sort((a, b) => byCodeUnit(a.path, b.path));
+  return {
+    root: resolve(file),
+    classes: [...new Set(entries.map((e) => e.label))].sort(byCodeUnit),
+    items,
+    skipped: { hidden: 0, nonImage: 0, unreadable: 0 },
+    splitsFrom: withSplit.length > 0 ? resolve(file) : null,
+  };
 }
 
 interface RawRow {
@@ -129,15 +163,15 @@ export const FETCH_DEFAULTS = { timeoutMs: 20_000, retries: 3, backoffMs: 500, m
 class Permanent extends Error {}
 
 /**
- * The bytes of one manifest image. Throws an Error (not a UserError: it belongs to that
+ * The bytes of one manifest image (its resolved path or URL). Throws an Error (not a UserError: it belongs to that
  * image alone) whose message says what went wrong, after the retries it deserved.
  */
-export async function loadManifestImage(entry: ManifestEntry, options: FetchOptions = {}): Promise<Buffer> {
-  if (!isHttpUrl(entry.location)) return readFile(entry.location);
+export async function loadManifestImage(location: string, options: FetchOptions = {}): Promise<Buffer> {
+  if (!isHttpUrl(location)) return readFile(location);
   const { timeoutMs, retries, backoffMs, maxBytes } = { ...FETCH_DEFAULTS, ...options };
   for (let attempt = 0; ; attempt++) {
     try {
-      return await fetchOnce(entry.location, timeoutMs, maxBytes);
+      return await fetchOnce(location, timeoutMs, maxBytes);
     } catch (error) {
       const message = messageOf(error);
       if (error instanceof Permanent) throw new Error(message);

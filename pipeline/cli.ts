@@ -22,11 +22,13 @@ import { onInterrupt } from './interrupt.js';
 import { startProgress } from './progress.js';
 import { auditCommand } from './audit-command.js';
 
-const positiveInt = (name: string) => (value: unknown) => {
+const integerAtLeast = (least: number, what: string) => (name: string) => (value: unknown) => {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new UserError(`--${name} must be a positive integer, got ${JSON.stringify(value)}`);
+  if (!Number.isInteger(n) || n < least) throw new UserError(`--${name} must be a ${what} integer, got ${JSON.stringify(value)}`);
   return n;
 };
+const positiveInt = integerAtLeast(1, 'positive');
+const nonNegativeInt = integerAtLeast(0, 'non-negative');
 
 /** Flags every command that touches the cache understands. */
 function withCacheFlags<T>(args: Argv<T>) {
@@ -42,7 +44,7 @@ const FEATURE_SET_OPTION = { type: 'string', describe: 'feature set id (default:
 /** Flags of the extraction engine and input. */
 function withExtractFlags<T>(args: Argv<T>) {
   return withCacheFlags(args)
-    .option('data', { type: 'string', describe: 'dataset folder, one subfolder per class (dataset.root)' })
+    .option('data', { type: 'string', describe: 'dataset folder (one subfolder per class), or a .csv / .jsonl manifest of url_or_path,label[,split] (dataset.root)' })
     .option('splits', { type: 'string', describe: 'folder with TrashNet-style split lists (dataset.splits)' })
     .option('model', { type: 'string', describe: 'TF.js layers model.json, path or URL (model.weights)' })
     .option('size', { type: 'string', describe: 'input size HxW, or several comma-separated (one feature set each), e.g. 384x512,224x224 (model.size)' })
@@ -51,6 +53,8 @@ function withExtractFlags<T>(args: Argv<T>) {
     .option('backend', { type: 'string', choices: BACKENDS, describe: 'engine (engine.backend)' })
     .option('batch', { type: 'string', coerce: positiveInt('batch'), describe: 'images per engine call (engine.batch)' })
     .option('concurrency', { type: 'string', coerce: positiveInt('concurrency'), describe: 'images decoded at once (engine.concurrency)' })
+    .option('fetch-timeout', { type: 'string', coerce: positiveInt('fetch-timeout'), describe: 'seconds per attempt at a manifest URL (dataset.fetch_timeout, default 20)' })
+    .option('fetch-retries', { type: 'string', coerce: nonNegativeInt('fetch-retries'), describe: 'retries of a manifest URL that may pass later (dataset.fetch_retries, default 3)' })
     .option('shard-size', { type: 'string', coerce: positiveInt('shard-size'), describe: 'with a postgres:// --db: images per shard (default 1000)' })
     .option('shard-timeout', {
       type: 'string',
@@ -88,6 +92,7 @@ async function extractCommand(argv: ConfigFlags & { config?: string; 'shard-size
       dataset: config.dataset,
       model: { weights: config.model.weights, size: config.model.sizes, resize: config.model.resize, views: config.model.views },
       db: config.cache.db,
+      fetch: config.dataset.fetch,
       shards: { size: argv['shard-size'], timeoutSeconds: argv['shard-timeout'] },
       backend: config.engine.backend,
       batch: config.engine.batch,

@@ -12,6 +12,7 @@ import { BACKENDS, type BackendRequest } from '../backbone/backends.js';
 import { UserError } from '../core/errors.js';
 import { requireInputFile } from './paths.js';
 import { type View, parseViews } from '../data/views.js';
+import { FETCH_DEFAULTS } from '../data/manifest.js';
 import { isHttpUrl, isPostgresUrl } from '../core/urls.js';
 import { type SweepConfig, SweepSchema } from '../stages/sweep/config.js';
 import { type AuditConfig, AuditSchema } from '../stages/audit/config.js';
@@ -41,6 +42,8 @@ const FileSchema = z
         url: z.url({ protocol: /^https?$/ }).nullable(),
         sha256: z.string().regex(/^[0-9a-fA-F]{64}$/, 'expected 64 hex digits').nullable(),
         splits: z.string().min(1).nullable(),
+        fetch_timeout: z.number().positive().max(3600),
+        fetch_retries: z.number().int().min(0).max(20),
       })
       .strict()
       .partial(),
@@ -65,7 +68,14 @@ type FileConfig = z.output<typeof FileSchema>;
 export interface PipelineConfig {
   /** The file the settings came from, if any. */
   readonly file: string | null;
-  readonly dataset: { root: string; url: string | null; sha256: string | null; splits: string | null };
+  /** `root`: a folder or a .csv / .jsonl manifest; `fetch`: how a manifest's URLs are fetched. */
+  readonly dataset: {
+    root: string;
+    url: string | null;
+    sha256: string | null;
+    splits: string | null;
+    fetch: { timeoutMs: number; retries: number };
+  };
   /** `size` is the first of `sizes`. */
   readonly model: { weights: string; size: InputSize; sizes: InputSize[]; resize: ResizeMode; views: string[] };
   readonly cache: { db: string };
@@ -79,6 +89,9 @@ export interface PipelineConfig {
 export interface ConfigFlags {
   data?: string;
   splits?: string;
+  /** Seconds per attempt at a manifest URL. */
+  'fetch-timeout'?: number;
+  'fetch-retries'?: number;
   model?: string;
   size?: string;
   views?: string;
@@ -90,7 +103,14 @@ export interface ConfigFlags {
 }
 
 const DEFAULTS = {
-  dataset: { root: 'data/trashnet', url: DEFAULT_DATASET_URL, sha256: null, splits: null },
+  dataset: {
+    root: 'data/trashnet',
+    url: DEFAULT_DATASET_URL,
+    sha256: null,
+    splits: null,
+    fetch_timeout: FETCH_DEFAULTS.timeoutMs / 1000,
+    fetch_retries: FETCH_DEFAULTS.retries as number,
+  },
   model: { weights: DEFAULT_MODEL_URL, size: '384x512' as string | string[], resize: 'fill' as ResizeMode, views: ['original'] },
   cache: { db: 'runs/pipeline.sqlite' },
   engine: { backend: 'auto' as BackendRequest, batch: 8, concurrency: 4 },
@@ -125,6 +145,7 @@ export function loadConfig(configPath: string | undefined, flags: ConfigFlags = 
       url: datasetUrl(fromFile.dataset, flags),
       sha256: dataset.sha256?.toLowerCase() ?? null,
       splits: flags.splits ? fromCwd(flags.splits) : dataset.splits ? inFile(dataset.splits) : null,
+      fetch: { timeoutMs: (flags['fetch-timeout'] ?? dataset.fetch_timeout) * 1000, retries: flags['fetch-retries'] ?? dataset.fetch_retries },
     },
     model: {
       weights: flags.model ? fromCwd(flags.model) : inFile(model.weights),

@@ -10,6 +10,7 @@ import { type Stats, accessSync, constants, statSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { UserError } from '../core/errors.js';
 import { isHttpUrl, isPostgresUrl } from '../core/urls.js';
+import { isManifestPath } from '../data/manifest.js';
 
 /** Linux' limits: NAME_MAX bytes per path component, PATH_MAX bytes per path. */
 const NAME_MAX = 255;
@@ -170,8 +171,10 @@ export function checkCommandPaths(argv: object, config: ConfiguredPaths): void {
   switch (command) {
     case 'extract': {
       const { root, url, splits } = config.dataset;
-      if (url && !look(root, nameOf('data', 'dataset.root', flags, config))) requireOutputFolder(root, nameOf('data', 'dataset.root', flags, config));
-      else requireInputFolder(root, nameOf('data', 'dataset.root', flags, config));
+      const data = nameOf('data', 'dataset.root', flags, config);
+      if (isManifestPath(root)) requireInputFile(root, data);
+      else if (url && !look(root, data)) requireOutputFolder(root, data);
+      else requireInputFolder(root, data);
       if (splits) requireInputFolder(splits, nameOf('splits', 'dataset.splits', flags, config));
       if (!isHttpUrl(config.model.weights)) requireInputFile(config.model.weights, nameOf('model', 'model.weights', flags, config));
       return requireDatabaseFile(config.cache.db, db(), 'create');

@@ -13,7 +13,7 @@
  * of processes claim, and each shard commits whole with its completion (extractByShards).
  */
 import { randomUUID } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import pLimit from 'p-limit';
 import { type Engine, startEngine } from '../backbone/engine.js';
@@ -21,7 +21,9 @@ import { PREPROCESSING, type InputSize, type ResizeMode, formatSize } from '../b
 import { backboneWeights, readWeightFile } from '../backbone/weights.js';
 import type { FailureRow, FeatureSet } from '../cache/features.js';
 import { type FileHash, type FileHashes, type ShardProgress, type ShardQueue, openStore } from '../cache/store.js';
-import { type Dataset, type DatasetItem, scanDataset } from '../data/dataset.js';
+import type { Dataset, DatasetItem } from '../data/dataset.js';
+import type { FetchOptions } from '../data/manifest.js';
+import { isRemote, openDataset, readImageBytes } from '../data/open-dataset.js';
 import { ensureDataset } from '../data/fetch-dataset.js';
 import { sha256 } from '../data/hash.js';
 import { decodeSources, renderInput } from '../data/images.js';
@@ -32,7 +34,10 @@ import { UserError, messageOf } from '../core/errors.js';
 import { type Log, type StartProgress, noProgress, quietLog } from '../core/log.js';
 
 export interface ExtractOptions {
+  /** `root`: a dataset folder, or a .csv / .jsonl manifest of paths and http(s) URLs (data/manifest.ts). */
   readonly dataset: { root: string; url: string | null; sha256: string | null; splits: string | null };
+  /** How a manifest's URLs are fetched (data/manifest.ts FETCH_DEFAULTS when absent). */
+  readonly fetch?: FetchOptions;
   /** One size or several (one feature set each); views default to ['original'] (data/views.ts). */
   readonly model: { weights: string; size: InputSize | readonly InputSize[]; resize: ResizeMode; views?: readonly string[] };
   /** A SQLite file, or a postgres:// URL: then the work is shared with every other process extracting the same feature set. */
@@ -95,7 +100,7 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
   const views = parseViews(options.model.views ?? ['original']);
   if (typeof views === 'string') throw new UserError(`--views / model.views: ${views}`);
   await ensureDataset(options.dataset, log, startProgress);
-  const dataset = await scanDataset(options.dataset.root, options.dataset.splits ?? undefined);
+  const dataset = await openDataset(options.dataset.root, options.dataset.splits ?? undefined);
   const { skipped } = dataset;
   log(
     `dataset ${dataset.root}: ${dataset.items.length} images in ${dataset.classes.length} classes` +
@@ -130,15 +135,21 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
           dim: weights.arch.featureDim,
         }),
       ));
-      const items = await hashItems(dataset, options.concurrency, db.fileHashes, log);
+      const failed = new Set((await Promise.all(featureSets.map((set) => db.listFailures(set.id)))).flat().map((f) => f.sha256));
+      const { items, unfetched } = await hashItems(dataset, options, db, failed, log);
       for (const set of featureSets) await db.replaceItems(set.id, items);
+      // Images whose URL gave nothing have no content to extract: they fail now, in every
+      // feature set, and a rerun fetches them again.
+      const unfetchable = new Set(unfetched.map((f) => f.sha256));
+      if (unfetched.length) for (const set of featureSets) await db.saveBatch(set.id, { features: [], failures: unfetched });
+      const reachable = items.filter((item) => !unfetchable.has(item.sha256));
 
       const allOutputs = await Promise.all(
         featureSets.flatMap((set, i) => views.map(async (view) => ({ set, size: sizes[i], view, done: await db.extractedHashes(set.id, view.name) }))),
       );
       const missing = (item: HashedItem) => allOutputs.filter((o) => !o.done.has(item.sha256));
       const cached = items.filter((item) => missing(item).length === 0).length;
-      const toDecode = uniqueByContent(items).filter((item) => missing(item).length > 0);
+      const toDecode = uniqueByContent(reachable).filter((item) => missing(item).length > 0);
       const hashed = await db.loadPerceptualHashes(toDecode.map((item) => item.sha256));
       const pending: Work[] = toDecode.map((item) => ({ item, outputs: missing(item), needsHash: !hashed.has(item.sha256) }));
       for (const set of featureSets) log(`feature set ${set.id} (${set.height}x${set.width})`);
@@ -149,7 +160,7 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
       const extractedPer = new Map(featureSets.map((set) => [set.id, 0]));
       let decoded = 0;
       /** By content: a failure is recorded in every feature set, reported once. */
-      const failures = new Map<string, FailureRow>();
+      const failures = new Map<string, FailureRow>(unfetched.map((f) => [f.sha256, f]));
       let interrupted = false;
       let status: 'done' | 'interrupted' | 'failed' = 'failed';
       let cluster: ExtractSummary['cluster'];
@@ -166,8 +177,8 @@ export async function runExtract(options: ExtractOptions): Promise<ExtractSummar
           if (db.shards) {
             // Shared work: the listing is cut into shards that every process extracting this
             // feature set claims one at a time; each shard's vectors commit with its completion.
-            const hashed = new Set((await db.loadPerceptualHashes(uniqueByContent(items).map((item) => item.sha256))).keys());
-            const outcome = await extractByShards(db.shards, featureSets, allOutputs, items, hashed, options, engineOf, log, startProgress, async (set, result) => {
+            const hashed = new Set((await db.loadPerceptualHashes(uniqueByContent(reachable).map((item) => item.sha256))).keys());
+            const outcome = await extractByShards(db.shards, featureSets, allOutputs, reachable, hashed, options, engineOf, log, startProgress, async (set, result) => {
               extractedPer.set(set.id, extractedPer.get(set.id)! + result.features.filter((f) => f.set === set).length);
               record(result);
               // Idempotent rows keyed by content: outside the shard's transaction is harmless.
@@ -381,32 +392,77 @@ export function featureSetId(
   return sha256(JSON.stringify(identity)).slice(0, 16);
 }
 
+/** Where a store records the hashes of URLs: under no dataset root, as a URL names its image wherever the manifest is. */
+const URL_ROOT = '';
+/** URLs fetched at once to hash them: the network's latency, not the cores, is what waits. */
+const FETCH_CONCURRENCY = 16;
+
 /**
- * The content hash of every file. With recorded hashes (a server store), a file whose size
- * and modification time are as recorded is not read: on a shared file system only the
- * first worker reads everything. A stale record cannot give a wrong vector: extraction
- * checks each file's bytes against its hash before using them.
+ * The content hash of every image. A URL whose hash a store recorded (an earlier run or
+ * another worker fetched it) is not fetched again; one that cannot be fetched becomes a
+ * failure keyed by its URL's hash (no content has it), so it is listed, reported, and
+ * fetched again by the next run, as is a URL whose recorded content failed (it may serve
+ * something else now). On a server store, a file whose size and modification
+ * time are as recorded is not read either: on a shared file system only the first worker
+ * reads everything. A stale record cannot give a wrong vector: extraction checks each
+ * image's bytes against its hash before using them.
  */
-async function hashItems(dataset: Dataset, concurrency: number, known: FileHashes | undefined, log: Log): Promise<HashedItem[]> {
-  const limit = pLimit(concurrency);
-  if (!known) return Promise.all(dataset.items.map((item) => limit(async () => ({ ...item, sha256: sha256(await readFile(item.absolutePath)) }))));
-  const recorded = await known.load(dataset.root);
-  const fresh: FileHash[] = [];
+async function hashItems(
+  dataset: Dataset,
+  options: ExtractOptions,
+  db: { readonly kind: string; readonly fileHashes: FileHashes },
+  failed: ReadonlySet<string>,
+  log: Log,
+): Promise<{ items: HashedItem[]; unfetched: FailureRow[] }> {
+  const readLimit = pLimit(options.concurrency);
+  const fetchLimit = pLimit(FETCH_CONCURRENCY);
+  const recordFiles = db.kind === 'postgres';
+  const recordedFiles = recordFiles ? await db.fileHashes.load(dataset.root) : new Map<string, FileHash>();
+  const recordedUrls = dataset.items.some(isRemote) ? await db.fileHashes.load(URL_ROOT) : new Map<string, FileHash>();
+  const freshFiles: FileHash[] = [];
+  const freshUrls: FileHash[] = [];
+  const unfetched: FailureRow[] = [];
+  let knownUrls = 0;
   const items = await Promise.all(
-    dataset.items.map((item) =>
-      limit(async () => {
+    dataset.items.map(async (item): Promise<HashedItem> => {
+      if (isRemote(item)) {
+        const url = item.absolutePath;
+        const record = recordedUrls.get(url);
+        if (record && !failed.has(record.sha256)) {
+          knownUrls++;
+          return { ...item, sha256: record.sha256 };
+        }
+        return fetchLimit(async () => {
+          try {
+            const bytes = await readImageBytes(item, options.fetch);
+            const hashed = { ...item, sha256: sha256(bytes) };
+            freshUrls.push({ path: url, size: bytes.length, mtimeMs: 0, sha256: hashed.sha256 });
+            return hashed;
+          } catch (error) {
+            const failure = { sha256: sha256(`unfetched:${url}`), path: item.path, error: messageOf(error).split('\n')[0] };
+            unfetched.push(failure);
+            return { ...item, sha256: failure.sha256 };
+          }
+        });
+      }
+      return readLimit(async () => {
+        if (!recordFiles) return { ...item, sha256: sha256(await readImageBytes(item)) };
         const info = await stat(item.absolutePath);
-        const record = recorded.get(item.path);
+        const record = recordedFiles.get(item.path);
         if (record && record.size === info.size && record.mtimeMs === info.mtimeMs) return { ...item, sha256: record.sha256 };
-        const hashed = { ...item, sha256: sha256(await readFile(item.absolutePath)) };
-        fresh.push({ path: item.path, size: info.size, mtimeMs: info.mtimeMs, sha256: hashed.sha256 });
+        const hashed = { ...item, sha256: sha256(await readImageBytes(item)) };
+        freshFiles.push({ path: item.path, size: info.size, mtimeMs: info.mtimeMs, sha256: hashed.sha256 });
         return hashed;
-      }),
-    ),
+      });
+    }),
   );
-  await known.save(dataset.root, fresh);
-  log(`hashed ${fresh.length} files, ${items.length - fresh.length} unchanged since another worker hashed them`);
-  return items;
+  await db.fileHashes.save(dataset.root, freshFiles);
+  await db.fileHashes.save(URL_ROOT, freshUrls);
+  const urls = freshUrls.length + unfetched.length;
+  const files = dataset.items.length - knownUrls - urls;
+  if (recordFiles && files > 0) log(`hashed ${freshFiles.length} files, ${files - freshFiles.length} unchanged since another worker hashed them`);
+  if (urls + knownUrls > 0) log(`fetched ${urls} URLs to hash them (${unfetched.length} failed), ${knownUrls} known from earlier runs or workers`);
+  return { items, unfetched };
 }
 
 /** Byte-identical files share one vector: extract each content once. */
@@ -436,9 +492,11 @@ async function extractGroup(
     group.map(({ item, outputs, needsHash }) =>
       decodeLimit(async () => {
         try {
-          const bytes = await readFile(item.absolutePath);
-          // The file may have changed since it was hashed; its vector must match its hash.
-          if (sha256(bytes) !== item.sha256) throw new Error('file changed during extraction; rerun to pick it up');
+          const bytes = await readImageBytes(item, options.fetch);
+          // The file (or what its URL serves) may have changed since it was hashed; its vector must match its hash.
+          if (sha256(bytes) !== item.sha256) {
+            throw new Error(isRemote(item) ? 'the URL served other bytes than when it was hashed' : 'file changed during extraction; rerun to pick it up');
+          }
           const sizes = [...new Map(outputs.map((o) => [formatSize(o.size), o.size])).values()];
           const { sources, decodes } = await decodeSources(bytes, sizes);
           decoded += decodes;

@@ -35,7 +35,13 @@ test('defaults without a config file', (t) => {
   const dir = tempDir(t);
   const config = inDir(dir, () => loadConfig(undefined));
   t.is(config.file, null);
-  t.deepEqual(config.dataset, { root: join(dir, 'data', 'trashnet'), url: DEFAULT_DATASET_URL, sha256: null, splits: null });
+  t.deepEqual(config.dataset, {
+    root: join(dir, 'data', 'trashnet'),
+    url: DEFAULT_DATASET_URL,
+    sha256: null,
+    splits: null,
+    fetch: { timeoutMs: 20_000, retries: 3 },
+  });
   t.deepEqual(config.model, { weights: DEFAULT_MODEL_URL, size: { height: 384, width: 512 }, sizes: [{ height: 384, width: 512 }], resize: 'fill', views: ['original'] });
   t.deepEqual(config.cache, { db: join(dir, 'runs', 'pipeline.sqlite') });
   t.deepEqual(config.engine, { backend: 'auto', batch: 8, concurrency: 4 });
@@ -197,4 +203,17 @@ test('bad --size, --backend and --resize flags: errors naming the flag', (t) => 
 test('a --config that does not exist: UserError naming it', (t) => {
   const missing = join(tempDir(t), 'nope.yaml');
   t.regex(failure(t, () => loadConfig(missing)), new RegExp(escape(missing)));
+});
+
+test('how manifest URLs are fetched: from the file, overridden by flags; a bad value names the field', (t) => {
+  const dir = tempDir(t);
+  const file = join(dir, 'fetch.yaml');
+  writeFileSync(file, 'dataset:\n  root: list.csv\n  fetch_timeout: 2.5\n  fetch_retries: 0\n');
+  const fromFile = loadConfig(file);
+  t.is(fromFile.dataset.root, join(dir, 'list.csv'));
+  t.deepEqual(fromFile.dataset.fetch, { timeoutMs: 2500, retries: 0 });
+  t.deepEqual(loadConfig(file, { 'fetch-timeout': 7, 'fetch-retries': 5 }).dataset.fetch, { timeoutMs: 7000, retries: 5 });
+  writeFileSync(file, 'dataset:\n  fetch_retries: -1\n');
+  const error = t.throws(() => loadConfig(file));
+  t.regex(error!.message, /fetch\.yaml:2:18: dataset\.fetch_retries: /);
 });

@@ -83,7 +83,7 @@ test('each image fails on its own: slow, 404, cut, not an image, too large; the 
   const options = { timeoutMs: 2500, retries: 2, backoffMs: 10, maxBytes: 200_000 };
   const outcome = async (entry: ManifestEntry) => {
     try {
-      await decodeImage(await loadManifestImage(entry, options), SIZE, 'fill');
+      await decodeImage(await loadManifestImage(entry.location, options), SIZE, 'fill');
       return 'ok';
     } catch (error) {
       return (error as Error).message.replace(dir, 'DIR');
@@ -126,10 +126,10 @@ test('a server that fails twice and then answers gets its image, after backoff',
   t.teardown(() => new Promise<void>((closed) => server.close(() => closed())));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/img.jpg`;
   const entry: ManifestEntry = { source: url, location: url, label: 'x', split: null, line: 2 };
-  const bytes = await loadManifestImage(entry, { retries: 3, backoffMs: 100 });
+  const bytes = await loadManifestImage(entry.location, { retries: 3, backoffMs: 100 });
   t.true(bytes.equals(jpeg));
   t.is(times.length, 3);
   t.true(times[1] - times[0] >= 90 && times[2] - times[1] >= 190, `waits ${times[1] - times[0]} then ${times[2] - times[1]} ms`);
   answers.push(503, 503, 503);
-  await t.throwsAsync(loadManifestImage(entry, { retries: 2, backoffMs: 1 }), { message: 'HTTP 503 Service Unavailable (3 attempts)' });
+  await t.throwsAsync(loadManifestImage(entry.location, { retries: 2, backoffMs: 1 }), { message: 'HTTP 503 Service Unavailable (3 attempts)' });
 });

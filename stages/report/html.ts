@@ -6,13 +6,15 @@
  * with a few inline lines reading the thumbnails from embedded JSON. Every text taken from
  * the facts is escaped (paths and labels can hold < or &).
  */
-import { join } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import pLimit from 'p-limit';
 import sharp from 'sharp';
 import type { AuditForReport, MisclassifiedImage, ReportFacts, VariantFacts } from '../report.js';
 import { COLORS, MAP_COLORS, auditMapSpec, axisTitle, confusionSpec, curvesSpec, heatmapAxes, heatmapSpec, perClassSpec, renderSvg } from './charts.js';
 import type { TopLevelSpec } from 'vega-lite';
 import { inputsText } from './tables.js';
+import { isHttpUrl } from '../../core/urls.js';
+import { isManifestPath } from '../../data/manifest.js';
 
 export interface HtmlOptions {
   /** Folder the image paths are relative to (the dataset root); null shows placeholders. */
@@ -322,11 +324,16 @@ interface Thumbnail {
   readonly height: number;
 }
 
-/** A ~160 px JPEG of the image (`side` px), or null when there is no root or the file cannot be read. */
+/**
+ * A ~160 px JPEG of the image (`side` px), or null when there is no root or the file cannot
+ * be read. A manifest's paths are relative to its folder; its URLs are shown by path (a
+ * report is not the place to fetch thousands of images).
+ */
 async function thumbnail(imageRoot: string | null, path: string, side = THUMB, quality = 80): Promise<Thumbnail | null> {
-  if (imageRoot === null) return null;
+  if (imageRoot === null || isHttpUrl(path)) return null;
+  const folder = isManifestPath(imageRoot) ? dirname(imageRoot) : imageRoot;
   try {
-    const { data, info } = await sharp(join(imageRoot, path), { failOn: 'none' })
+    const { data, info } = await sharp(resolve(folder, path), { failOn: 'none' })
       .rotate()
       .resize({ width: side, height: side, fit: 'inside' })
       .flatten({ background: '#ffffff' })

@@ -45,9 +45,13 @@ test('binary COPY rows survive any cut into chunks, and a cut stream is refused'
     ['a', Buffer.from([1, 2, 3])],
     ['ü€𝄞', Buffer.alloc(0)],
     [null, floatBytes(vector(3, 7))],
+    // Rows longer than the decoder's first try at completing a cut row (8 KiB), then a short one.
+    ['v1280', floatBytes(vector(4))],
+    ['v6000', floatBytes(vector(5, 6000))],
+    ['end', Buffer.from([9])],
   ] as const;
   const payload = encodeCopyRows(rows.map((r) => [...r]));
-  for (const step of [1, 2, 5, 13, payload.length]) {
+  for (const step of [1, 2, 5, 13, 4999, 5143, 8191, 30_000, payload.length]) {
     const seen: (string | null)[][] = [];
     const decoder = new CopyRowDecoder((fields) => seen.push(fields.map((f) => (f === null ? null : f.toString('hex')))));
     for (let at = 0; at < payload.length; at += step) decoder.push(payload.subarray(at, at + step));

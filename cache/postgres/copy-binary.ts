@@ -40,6 +40,8 @@ export function encodeCopyRows(rows: Iterable<readonly CopyField[]>): Buffer {
 /**
  * Reads binary COPY output chunk by chunk (as pg-copy-streams delivers it) and hands each
  * complete row to `onRow`; fields are views into the received bytes (copy what you keep).
+ * A row cut by a chunk boundary is completed from just the bytes it needs: joining every
+ * new chunk to the leftover would copy the whole stream once more.
  */
 export class CopyRowDecoder {
   private pending: Buffer = Buffer.alloc(0);
@@ -49,51 +51,65 @@ export class CopyRowDecoder {
   constructor(private readonly onRow: (fields: (Buffer | null)[]) => void) {}
 
   push(chunk: Buffer): void {
-    const buffer = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+    let buffer = chunk;
+    if (!this.headerRead || this.ended) {
+      buffer = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+      this.pending = Buffer.alloc(0);
+      if (!this.headerRead) {
+        if (buffer.length < HEADER_LENGTH) {
+          this.pending = buffer;
+          return;
+        }
+        if (!buffer.subarray(0, SIGNATURE.length).equals(SIGNATURE)) throw new Error('not PostgreSQL binary COPY data');
+        buffer = buffer.subarray(HEADER_LENGTH + buffer.readInt32BE(SIGNATURE.length + 4));
+        this.headerRead = true;
+      }
+    } else if (this.pending.length) {
+      // Join the leftover with a growing head of the chunk until the row is whole.
+      for (let take = 8192; ; take *= 2) {
+        const joined = Buffer.concat([this.pending, chunk.subarray(0, take)]);
+        const end = this.readRow(joined, 0);
+        if (end !== undefined) {
+          buffer = chunk.subarray(end - this.pending.length);
+          this.pending = Buffer.alloc(0);
+          break;
+        }
+        if (take >= chunk.length) {
+          this.pending = joined;
+          return;
+        }
+      }
+    }
     let offset = 0;
-    if (!this.headerRead) {
-      if (buffer.length < HEADER_LENGTH) {
-        this.pending = buffer;
-        return;
-      }
-      if (!buffer.subarray(0, SIGNATURE.length).equals(SIGNATURE)) throw new Error('not PostgreSQL binary COPY data');
-      offset = HEADER_LENGTH + buffer.readInt32BE(SIGNATURE.length + 4);
-      this.headerRead = true;
-    }
-    while (!this.ended && buffer.length - offset >= 2) {
-      const count = buffer.readInt16BE(offset);
-      if (count === -1) {
-        this.ended = true;
-        offset += 2;
-        break;
-      }
-      const fields: (Buffer | null)[] = [];
-      let at = offset + 2;
-      let complete = true;
-      for (let i = 0; i < count; i++) {
-        if (buffer.length - at < 4) {
-          complete = false;
-          break;
-        }
-        const length = buffer.readInt32BE(at);
-        at += 4;
-        if (length === -1) {
-          fields.push(null);
-          continue;
-        }
-        if (buffer.length - at < length) {
-          complete = false;
-          break;
-        }
-        fields.push(buffer.subarray(at, at + length));
-        at += length;
-      }
-      if (!complete) break;
-      this.onRow(fields);
-      offset = at;
-    }
+    for (let end; !this.ended && (end = this.readRow(buffer, offset)) !== undefined; ) offset = end;
     // Keep only the unfinished row (copied, so the big chunk it came in can be freed).
-    this.pending = offset < buffer.length ? Buffer.from(buffer.subarray(offset)) : Buffer.alloc(0);
+    if (!this.ended && offset < buffer.length) this.pending = Buffer.from(buffer.subarray(offset));
+  }
+
+  /** Hands over the row (or trailer) at `offset` and returns where it ends, or undefined if it is not all there. */
+  private readRow(buffer: Buffer, offset: number): number | undefined {
+    if (buffer.length - offset < 2) return undefined;
+    const count = buffer.readInt16BE(offset);
+    if (count === -1) {
+      this.ended = true;
+      return offset + 2;
+    }
+    const fields: (Buffer | null)[] = [];
+    let at = offset + 2;
+    for (let i = 0; i < count; i++) {
+      if (buffer.length - at < 4) return undefined;
+      const length = buffer.readInt32BE(at);
+      at += 4;
+      if (length === -1) {
+        fields.push(null);
+        continue;
+      }
+      if (buffer.length - at < length) return undefined;
+      fields.push(buffer.subarray(at, at + length));
+      at += length;
+    }
+    this.onRow(fields);
+    return at;
   }
 
   /** Throws unless the data ended with the trailer (a cut stream must not look complete). */

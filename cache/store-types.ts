@@ -70,6 +70,12 @@ export interface FileHash {
 export interface FileHashes {
   load(root: string): Promise<Map<string, FileHash>>;
   save(root: string, rows: readonly FileHash[]): Promise<void>;
+  /**
+   * Runs `work` while no other process runs work under the same root (a server store):
+   * workers started together hash a dataset one after another, and all but the first
+   * find every hash recorded.
+   */
+  exclusive?<T>(root: string, work: () => Promise<T>): Promise<T>;
 }
 
 /** One shard of a distributed extraction, as a worker receives it. */

@@ -414,6 +414,19 @@ async function hashItems(
   failed: ReadonlySet<string>,
   log: Log,
 ): Promise<{ items: HashedItem[]; unfetched: FailureRow[] }> {
+  // Workers started together take turns: the first reads (or fetches) everything, the
+  // others then find it recorded instead of all reading the whole dataset at once.
+  const hash = () => hashItemsNow(dataset, options, db, failed, log);
+  return db.fileHashes.exclusive ? db.fileHashes.exclusive(dataset.root, hash) : hash();
+}
+
+async function hashItemsNow(
+  dataset: Dataset,
+  options: ExtractOptions,
+  db: { readonly kind: string; readonly fileHashes: FileHashes },
+  failed: ReadonlySet<string>,
+  log: Log,
+): Promise<{ items: HashedItem[]; unfetched: FailureRow[] }> {
   const readLimit = pLimit(options.concurrency);
   const fetchLimit = pLimit(FETCH_CONCURRENCY);
   const recordFiles = db.kind === 'postgres';

@@ -174,6 +174,10 @@ pg.serial('two workers share a URL manifest\'s shards on PostgreSQL: the same fe
   const url = freshDatabase(cluster, 'manifest');
   const workers = await Promise.all([1, 2].map(() => runPipeline(cwd, extract(url, '--shard-size', '4'))));
   for (const [i, w] of workers.entries()) ok(t, w, `worker ${i + 1}`);
+  // They hash one after another: the second fetches only what the first could not.
+  const fetched = workers.map((w) => /^fetched (\d+) URLs to hash them \((\d+) failed\)/m.exec(w.stderr)!.slice(1).join('/')).sort();
+  const urls = Object.keys(FAULTS).length + good - 3;
+  t.deepEqual(fetched, [`${urls}/${Object.keys(FAULTS).length - 1}`, `${Object.keys(FAULTS).length - 1}/${Object.keys(FAULTS).length - 1}`].sort());
   t.log(workers.map((w) => w.stdout.trim()).join('\n---\n'));
   ok(t, await runPipeline(cwd, ['export-features', '--db', url, '--out', 'pg-features']), 'export-features');
   for (const file of ['features.npy', 'index.csv']) {

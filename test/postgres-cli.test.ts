@@ -90,6 +90,9 @@ pg.serial('three extract processes share the shards; export-features, sweep and 
   // Every shard is done by exactly one worker's commit, whoever it was.
   const byWorker = workers.map((w) => Number(/\((\d+) by this worker\)/.exec(w.stdout)![1]));
   t.is(byWorker.reduce((a, b) => a + b, 0), 8, `shards per worker: ${byWorker.join(', ')}`);
+  // Started together, they hash one after another: only the first reads the files.
+  const hashed = workers.map((w) => /^hashed (\d+) files, (\d+) unchanged/m.exec(w.stderr)!.slice(1).join('/')).sort();
+  t.deepEqual(hashed, ['0/37', '0/37', '37/0']);
 
   const cache = await runPipeline(cwd, ['cache', '--db', url]);
   ok(t, cache, 'cache');

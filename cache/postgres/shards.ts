@@ -20,7 +20,7 @@ import type { ShardProgress } from '../store-types.js';
 import type { PgClient, PgPool } from './connect.js';
 import { writeBatch } from './features.js';
 import { SCHEMA } from './schema.js';
-import { inTransaction } from './transaction.js';
+import { inTransaction, underSessionLock } from './transaction.js';
 
 export interface ShardItem {
   readonly path: string;
@@ -47,20 +47,8 @@ export interface QueueOptions {
 /** Images per shard by default: a few minutes of one worker's extraction. */
 export const DEFAULT_SHARD_SIZE = 1000;
 
-/** An arbitrary constant: the advisory lock under which pg-boss is installed and queues are made. */
-const BOSS_LOCK = 0x70676273;
-
-/** Runs `work` (on any pooled connection) while this process holds the session lock BOSS_LOCK on another. */
-async function underBossLock<T>(pool: PgPool, work: () => Promise<T>): Promise<T> {
-  const lock = await pool.connect();
-  try {
-    await lock.query('SELECT pg_advisory_lock($1)', [BOSS_LOCK]);
-    return await work();
-  } finally {
-    await lock.query('SELECT pg_advisory_unlock($1)', [BOSS_LOCK]).catch(() => {});
-    lock.release();
-  }
-}
+/** The advisory lock under which pg-boss is installed and queues are made. */
+const underBossLock = <T>(pool: PgPool, work: () => Promise<T>) => underSessionLock(pool, 'pipeline/pg-boss', work);
 
 /** pg-boss on the caller's pool (its tables in schema `pgboss`), without cron scheduling. */
 export async function startBoss(pool: PgPool, options: Pick<QueueOptions, 'maintenanceIntervalSeconds'> = {}): Promise<PgBoss> {

@@ -11,7 +11,7 @@ import * as features from './features.js';
 import * as records from './records.js';
 import { SCHEMA_VERSION, migrate, schemaVersion } from './schema.js';
 import { clusterProgress, enqueueShards, runShardWorker, startBoss } from './shards.js';
-import { inTransaction } from './transaction.js';
+import { inTransaction, underSessionLock } from './transaction.js';
 
 export async function openPostgresStore(url: string, options: OpenStoreOptions = {}): Promise<Store> {
   const address = serverAddress(url);
@@ -83,7 +83,11 @@ function postgresStore(pool: PgPool, url: string): Store {
     savePerceptualHashes: (rows) => records.savePerceptualHashes(pool, rows),
     saveAudit: (audit) => records.saveAudit(pool, audit),
     latestAudit: (featureSet) => records.latestAudit(pool, featureSet),
-    fileHashes: { load: (root) => records.loadFileHashes(pool, root), save: (root, rows) => records.saveFileHashes(pool, root, rows) },
+    fileHashes: {
+      load: (root) => records.loadFileHashes(pool, root),
+      save: (root, rows) => records.saveFileHashes(pool, root, rows),
+      exclusive: (root, work) => underSessionLock(pool, `pipeline/hashing/${root}`, work),
+    },
     shards,
     guard: (work) => guardPostgres(address, work),
     async close() {

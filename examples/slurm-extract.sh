@@ -23,10 +23,8 @@ set -euo pipefail
 : "${PIPELINE_DB:?set PIPELINE_DB to a postgres:// URL}"
 cd "${PIPELINE_HOME:-$SLURM_SUBMIT_DIR}"
 
-# Task 0 reads and hashes every file; the others reuse its hashes if they start after it
-# has recorded them, instead of all reading the whole dataset at once.
-if [ "${SLURM_ARRAY_TASK_ID:-0}" -gt 0 ]; then sleep "${PIPELINE_STAGGER_SECONDS:-120}"; fi
-
+# Tasks hash the dataset one at a time (a lock on the server): the first reads every file,
+# the others reuse its hashes.
 srun npx pipeline extract \
   --db "$PIPELINE_DB" \
   --data /shared/photos \

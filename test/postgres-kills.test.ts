@@ -9,7 +9,7 @@
  * Which process holds which shard is read from the store: a worker registers (its id
  * carries its pid) right before its first claim and claims its next shard right after each
  * commit, so the job that went active just after one of those moments is that worker's.
- * A kill counts only when the job it aimed at was still active and uncommitted after the
+ * A wrong guess costs a kill that does not count: a kill counts only when the job it aimed at was still active and uncommitted after the
  * process was gone, and was later claimed again (its retry count went up).
  */
 import { readFile } from 'node:fs/promises';
@@ -29,8 +29,8 @@ const IMAGES = PER_CLASS * 6;
 const SHARD_SIZE = 40;
 /**
  * Seconds before a dead worker's shard is handed over (plus up to pg-boss' 10 s maintenance
- * interval). A live worker's shard takes 1-3 s here with three workers on two cores (the
- * first one of a process also loads the model), well inside it.
+ * interval). A live worker's shard takes 1-3 s here with three workers on two cores (its
+ * model is loaded before its first claim), well inside it.
  */
 const SHARD_TIMEOUT = 8;
 const WORKERS = 3;
@@ -86,12 +86,13 @@ async function killTest(t: ExecutionContext, cluster: Cluster): Promise<void> {
   const url = freshDatabase(cluster, 'kills');
   const pool = await connectPostgres(url, { max: 2 });
   t.teardown(() => pool.end());
-  /** Rows of `sql`, or none while the workers have not made the tables yet. */
+  /** Rows of `sql`, or none while the workers have not made the schemas and tables yet. */
   const rows = async <R>(sql: string, values: unknown[] = []): Promise<R[]> => {
     try {
       return (await pool.query(sql, values)).rows as R[];
-    } catch {
-      return [];
+    } catch (error) {
+      if (['42P01', '3F000'].includes((error as { code?: string }).code ?? '')) return [];
+      throw error;
     }
   };
 
@@ -104,9 +105,17 @@ async function killTest(t: ExecutionContext, cluster: Cluster): Promise<void> {
     workers.push(worker);
   };
   const alive = () => workers.filter((w) => !w.result && !w.killed);
+  /** SIGKILL, unless the process is gone already (it may have exited since the last look). */
+  const kill = (w: Worker) => {
+    try {
+      return process.kill(w.pid!, 'SIGKILL');
+    } catch {
+      return false;
+    }
+  };
   // Whatever happens, no worker outlives the test.
   t.teardown(() => {
-    for (const w of workers) if (!w.result && w.pid) process.kill(w.pid, 'SIGKILL');
+    for (const w of workers) if (!w.result && w.pid) kill(w);
   });
 
   const phaseStarted = performance.now();
@@ -161,8 +170,8 @@ async function killTest(t: ExecutionContext, cluster: Cluster): Promise<void> {
       const attempt = active.find((a) => a.job === aim.job && a.started_on === aim.startedOn);
       if (!attempt) worker.aim = undefined; // it committed first: aim at its next shard
       else if (killing && attempt.age >= aim.atAge) {
+        if (!kill(worker)) continue;
         worker.killed = true;
-        process.kill(worker.pid!, 'SIGKILL');
         const atSeconds = (performance.now() - phaseStarted) / 1000;
         checks.push(
           worker.done.then(async () => {

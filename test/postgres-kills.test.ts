@@ -133,13 +133,14 @@ async function killTest(t: ExecutionContext, cluster: Cluster): Promise<void> {
     if (plan && plan.shards > 0 && plan.done === plan.shards) break; // all committed: nothing left to kill in
     // The kills so far: handed over (claimed again: the victim really held it), or refuted
     // (the attempt completed: another, live worker held it), or not decided yet.
+    const sofar = [...landed]; // the checks of kills add to it meanwhile
     const fates = await rows<{ job: string; retry: number; state: string }>(
       'SELECT id AS job, retry_count AS retry, state::text FROM pgboss.job WHERE id = ANY($1::uuid[])',
-      [landed.map((k) => k.job)],
+      [sofar.map((k) => k.job)],
     );
     const fateOf = new Map(fates.map((f) => [f.job, f]));
-    const handed = landed.filter((k) => fateOf.get(k.job)!.retry > k.retry).length;
-    const undecided = landed.filter((k) => fateOf.get(k.job)!.retry === k.retry && fateOf.get(k.job)!.state !== 'completed').length;
+    const handed = sofar.filter((k) => fateOf.get(k.job)!.retry > k.retry).length;
+    const undecided = sofar.filter((k) => fateOf.get(k.job)!.retry === k.retry && fateOf.get(k.job)!.state !== 'completed').length;
     if (handed >= KILLS) break;
     const killing = handed + undecided < KILLS;
     // Each live worker: when it last registered or committed (its next claim follows at once).

@@ -319,6 +319,10 @@ async function extractByShards(
     const viewCount = setOutputs.length;
     // The bar shows the whole cluster's progress, refreshed at each commit and every few seconds.
     const start = await queue.progress(set.id);
+    // Start the engine before claiming a shard: model loading takes seconds and would
+    // otherwise count against the first shard's --shard-timeout, which then expires and is
+    // redone by another worker although this one is alive.
+    if (!start || start.imagesDone < start.images) await engineOf();
     const progress = startProgress(`extract ${set.height}x${set.width} (all workers)`, start?.images ?? byContent.size, 'images');
     let shown = 0;
     const refresh = async () => {

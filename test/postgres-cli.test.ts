@@ -164,12 +164,13 @@ pg.serial('a worker SIGKILLed mid-shard loses only that shard: after restarts th
   for (let attempt = 0; attempt < 8 && kills < 3; attempt++) {
     const before = await completed();
     if (before >= 11) break;
-    // Aim: the victim registers as a worker right before it claims its first shard (shards
-    // are waiting, so the claim is immediate); kill it 200-700 ms later, inside that shard.
+    // Aim: the victim registers as a worker (its model already loaded) right before it claims
+    // its first shard (shards are waiting, so the claim is immediate); a shard of 3 small
+    // images takes tens of milliseconds: kill it 0-40 ms later, inside that shard.
     const workers = await workersSeen();
     let seen = workers;
     const poll = setInterval(() => void workersSeen().then((n) => (seen = n)), 20);
-    const victim = await runPipeline(cwd, args, { killAfterCondition: { check: () => seen > workers, delayMs: 200 + Math.floor(Math.random() * 500) } });
+    const victim = await runPipeline(cwd, args, { killAfterCondition: { check: () => seen > workers, delayMs: Math.floor(Math.random() * 40) } });
     clearInterval(poll);
     log.push(`attempt ${attempt + 1}: ${victim.killed ? 'killed' : `exited ${victim.code}`} after ${victim.ms.toFixed(0)} ms, ${before} -> ${await completed()} shards`);
     if (victim.killed) kills++;

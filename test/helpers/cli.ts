@@ -27,6 +27,8 @@ export interface RunOptions {
   /** Send SIGKILL `delayMs` after `check()` first returns true (polled every 10 ms). */
   readonly killAfterCondition?: { readonly check: () => boolean; readonly delayMs: number };
   readonly env?: Record<string, string>;
+  /** Called with the process id once spawned (to tell the process in the store's worker ids, or to signal it). */
+  readonly onSpawn?: (pid: number) => void;
 }
 
 /** Runs `node bin/pipeline.js ...args` in `cwd`; its model cache stays inside `cwd`. */
@@ -38,6 +40,7 @@ export function runPipeline(cwd: string, args: readonly string[], options: RunOp
       env: { ...process.env, PIPELINE_CACHE_DIR: join(cwd, '.model-cache'), NO_COLOR: '1', ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    if (child.pid !== undefined) options.onSpawn?.(child.pid);
     let stdout = '';
     let stderr = '';
     let exited = false;

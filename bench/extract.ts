@@ -35,8 +35,8 @@ import { median } from './machine.js';
 import { type ThreadGroup, startThreadCpu } from './threads.js';
 
 const SHARED = resolve(process.env.PIPELINE_SHARED ?? '../shared');
-const DATASET = join(SHARED, 'datasets/trashnet');
-const MODEL = join(SHARED, 'models/mobilenet_v2_1.00_224_no_top/model.json');
+export const DATASET = join(SHARED, 'datasets/trashnet');
+export const MODEL = join(SHARED, 'models/mobilenet_v2_1.00_224_no_top/model.json');
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
 const SIZES = (process.env.BENCH_SIZES ?? '224x224,384x512').split(',').map((s) => parseSize(s)!);
 const BACKENDS = (process.env.BENCH_BACKENDS ?? 'onnx').split(',') as BackendRequest[];
@@ -262,7 +262,7 @@ async function largePhotos(items: readonly DatasetItem[], work: string) {
 }
 
 /** The full dataset, or the first N files of each class linked into a temp folder. */
-async function datasetSlice(work: string, perClass: number): Promise<string> {
+export async function datasetSlice(work: string, perClass: number): Promise<string> {
   if (!perClass) return DATASET;
   const root = join(work, 'dataset');
   for (const entry of await readdir(DATASET, { withFileTypes: true })) {

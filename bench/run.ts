@@ -5,6 +5,7 @@
 import { run as engines } from './extract-engines.js';
 import { run as extract } from './extract.js';
 import { describeMachine } from './machine.js';
+import { run as pgExtract } from './pg-extract.js';
 import { run as pgStore } from './pg-store.js';
 import { run as sweep } from './sweep.js';
 import { run as trainerRecipe } from './trainer-recipe.js';
@@ -22,6 +23,7 @@ const BENCHMARKS: Benchmark[] = [
   { name: 'trainer-recipe', run: trainerRecipe },
   { name: 'audit', run: audit },
   { name: 'pg-store', run: pgStore },
+  { name: 'pg-extract', run: pgExtract },
 ];
 
 const only = process.argv.slice(2);

@@ -17,10 +17,11 @@ export function makeSplit(items: readonly ItemRow[]): SplitRow[] {
     return items.map((item) => ({ path: item.path, split: item.split as Split, source: 'official split lists' }));
   }
   // Group byte-identical files; a group is placed by the label of its first member by path.
+  // Appended in place: copying a list at every append is quadratic (a minute for 100k images).
   const groups = new Map<string, ItemRow[]>();
-  for (const item of [...items].sort(byPath)) groups.set(item.sha256, [...(groups.get(item.sha256) ?? []), item]);
+  for (const item of [...items].sort(byPath)) append(groups, item.sha256, item);
   const byLabel = new Map<string, ItemRow[][]>();
-  for (const group of groups.values()) byLabel.set(group[0].label, [...(byLabel.get(group[0].label) ?? []), group]);
+  for (const group of groups.values()) append(byLabel, group[0].label, group);
 
   const rows: SplitRow[] = [];
   for (const label of [...byLabel.keys()].sort()) {
@@ -43,6 +44,12 @@ export function makeSplit(items: readonly ItemRow[]): SplitRow[] {
 }
 
 const byPath = (a: { path: string }, b: { path: string }) => byCodeUnit(a.path, b.path);
+
+function append<T>(lists: Map<string, T[]>, key: string, value: T): void {
+  const list = lists.get(key);
+  if (list) list.push(value);
+  else lists.set(key, [value]);
+}
 
 /** Fisher-Yates on a copy, with groups sorted by hash first so the input order never matters. */
 function shuffle<T extends ItemRow[]>(groups: T[], random: () => number): T[] {

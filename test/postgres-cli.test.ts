@@ -2,13 +2,11 @@
  * The commands on a real throwaway PostgreSQL server, through the `pipeline` binary:
  * several `extract` processes share one feature set's shards, and everything after
  * (cache, export-features, sweep, report --json, export) must give what the same commands
- * give on SQLite: bitwise-equal features, equal sweep results. Then a worker SIGKILLed in
- * the middle of a shard (aimed from the shards other workers are seen to commit) loses
- * only that shard: after a restart the end state equals the SQLite run bitwise.
+ * give on SQLite: bitwise-equal features, equal sweep results. Workers killed mid-shard:
+ * test/postgres-kills.test.ts.
  */
 import { readFile, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { connectPostgres } from '../cache/postgres/connect.js';
 import { runPipeline, type CliResult } from './helpers/cli.js';
 import { EXTRACT_FLAGS, SWEEP_YAML } from './helpers/fault-fixtures.js';
 import { makeDataset } from './helpers/images.js';
@@ -140,57 +138,6 @@ pg.serial('three extract processes share the shards; export-features, sweep and 
   ok(t, touchedRun, 'run after touching a file');
   t.regex(touchedRun.stderr, /^hashed 1 files, 36 unchanged since another worker hashed them$/m);
   t.regex(touchedRun.stdout, /^cluster: 8\/8 shards done \(0 by this worker\)/m);
-});
-
-pg.serial('a worker SIGKILLed mid-shard loses only that shard: after restarts the features equal the SQLite run bitwise', async (t, cluster) => {
-  const { cwd, extract } = await setUp();
-  const url = freshDatabase(cluster, 'kill');
-  const pool = await connectPostgres(url, { max: 1 });
-  t.teardown(() => pool.end());
-  const count = async (sql: string) => {
-    try {
-      return (await pool.query<{ n: number }>(sql)).rows[0].n;
-    } catch {
-      return 0; // the tables are not there until the first worker made them
-    }
-  };
-  const completed = () => count('SELECT count(completed_at)::int AS n FROM pipeline.extract_shards');
-  const workersSeen = () => count('SELECT count(*)::int AS n FROM pipeline.extract_workers');
-  // Shards of 3 images, put back 3 s after a worker stopped answering.
-  const args = extract(url, '--shard-size', '3', '--shard-timeout', '3');
-  const steady = runPipeline(cwd, args);
-  let kills = 0;
-  const log: string[] = [];
-  for (let attempt = 0; attempt < 8 && kills < 3; attempt++) {
-    const before = await completed();
-    if (before >= 11) break;
-    // Aim: the victim registers as a worker (its model already loaded) right before it claims
-    // its first shard (shards are waiting, so the claim is immediate); a shard of 3 small
-    // images takes tens of milliseconds: kill it 0-40 ms later, inside that shard.
-    const workers = await workersSeen();
-    let seen = workers;
-    const poll = setInterval(() => void workersSeen().then((n) => (seen = n)), 20);
-    const victim = await runPipeline(cwd, args, { killAfterCondition: { check: () => seen > workers, delayMs: Math.floor(Math.random() * 40) } });
-    clearInterval(poll);
-    log.push(`attempt ${attempt + 1}: ${victim.killed ? 'killed' : `exited ${victim.code}`} after ${victim.ms.toFixed(0)} ms, ${before} -> ${await completed()} shards`);
-    if (victim.killed) kills++;
-    else ok(t, victim, 'a worker that was not killed');
-  }
-  t.log(log.join('\n'));
-  t.true(kills >= 1, 'no worker was killed while shards were open');
-  ok(t, await steady, 'the steady worker');
-  // Restart after the kills: the feature set is complete, or completes now.
-  ok(t, await runPipeline(cwd, args), 'restart');
-  const { rows } = await pool.query<{ open: number; dup: number }>(
-    `SELECT (SELECT count(*)::int FROM pipeline.extract_shards WHERE completed_at IS NULL) AS open,
-            (SELECT count(*)::int FROM (SELECT sha256, view FROM pipeline.features GROUP BY 1, 2 HAVING count(*) > 1) d) AS dup`,
-  );
-  t.deepEqual(rows[0], { open: 0, dup: 0 });
-  // The kills landed inside shards: some shard was handed out again after its worker died.
-  const handedOver = await count('SELECT count(*)::int AS n FROM pgboss.job WHERE retry_count > 0');
-  t.log(`${kills} kills, ${handedOver} shards handed to another worker`);
-  t.true(handedOver >= 1, 'no shard was handed over: the kills did not land inside a shard');
-  await sameFeatures(t, cwd, url, 'killed-features');
 });
 
 test('every command on an unreachable server: one line naming host and port, never the password, exit 1', async (t) => {

@@ -110,7 +110,7 @@ test('a cache written before views (schema 2) migrates: old vectors become view 
     INSERT INTO old_features SELECT feature_set, sha256, vector FROM features;
     DROP TABLE features;
     ALTER TABLE old_features RENAME TO features;
-    DROP TABLE audit_map; DROP TABLE audits; DROP TABLE image_hashes;
+    DROP TABLE audit_map; DROP TABLE audits; DROP TABLE image_hashes; DROP TABLE file_hashes;
     ALTER TABLE sweeps DROP COLUMN size_sets_json; ALTER TABLE sweep_runs DROP COLUMN test_accuracy_single_view;
     PRAGMA user_version = 2;
   `);

@@ -34,7 +34,8 @@ import { headParams, planRuns } from '../stages/sweep/plan.js';
 import { trainHeads } from '../stages/sweep/trainer.js';
 import { type Cluster, postgresUnavailable, startCluster } from '../test/helpers/postgres-cluster.js';
 import { DATASET, MODEL, datasetSlice } from './extract.js';
-import { median } from './machine.js';
+import { median, timed } from './machine.js';
+import { BENCH_FEATURE_SET } from './pg-store.js';
 
 const CLI = fileURLToPath(new URL('../../bin/pipeline.js', import.meta.url));
 const PER_CLASS = Number(process.env.BENCH_IMAGES ?? 200);
@@ -276,18 +277,6 @@ async function extractSection(server: Server, work: string): Promise<void> {
   }
 }
 
-const FEATURE_SET = {
-  modelSource: 'bench',
-  weightsSha256: '00'.repeat(32),
-  architecture: 'mobilenetv2',
-  alpha: 1,
-  height: 224,
-  width: 224,
-  resize: 'fill',
-  preprocessing: 'x/127.5-1',
-  backend: 'bench',
-  dim: 1280,
-};
 const CLASSES = ['cardboard', 'glass', 'metal', 'paper', 'plastic', 'trash'];
 const WRITE_BATCH = 1000;
 /** The small sweep trained on the loaded vectors: linear head, 2 learning rates, 5 epochs, no early stop. */
@@ -302,7 +291,7 @@ const SMALL_SWEEP = SweepSchema.parse({
  * like pooled ReLU6 features; centres close enough that a linear head does not reach 100%), from a seeded xorshift so every store gets the same bytes.
  */
 async function fillStore(store: Store, id: string): Promise<void> {
-  await store.ensureFeatureSet({ ...FEATURE_SET, id });
+  await store.ensureFeatureSet({ ...BENCH_FEATURE_SET, id });
   const items = Array.from({ length: VECTORS }, (_, i) => {
     const label = CLASSES[i % CLASSES.length];
     return { path: `${label}/${String(i).padStart(6, '0')}.jpg`, label, split: null, sha256: sha256(`bench-vector-${i}`) };
@@ -327,12 +316,6 @@ async function fillStore(store: Store, id: string): Promise<void> {
   }
 }
 
-async function seconds<T>(work: () => Promise<T>): Promise<{ result: T; seconds: number }> {
-  const started = performance.now();
-  const result = await work();
-  return { result, seconds: (performance.now() - started) / 1000 };
-}
-
 async function sweepSection(server: Server, work: string): Promise<void> {
   const runs = planRuns(SMALL_SWEEP).map((run) => ({ key: run.runKey, seed: run.seed, params: headParams(run) }));
   console.log(
@@ -352,20 +335,20 @@ async function sweepSection(server: Server, work: string): Promise<void> {
     for (const { name, location } of stores) {
       const store = await openStore(location);
       try {
-        const fill = (await seconds(() => fillStore(store, id))).seconds;
+        const fill = (await timed(() => fillStore(store, id))).seconds;
         const set = (await store.getFeatureSet(id))!;
         const hashes = (await store.listItems(id)).map((item) => item.sha256);
         const bulk: number[] = [];
         const sweepLoad: number[] = [];
         for (let round = 0; round < ROUNDS; round++) {
-          const read = await seconds(() => store.loadVectors(id, hashes));
+          const read = await timed(() => store.loadVectors(id, hashes));
           if (read.result.size !== VECTORS) throw new Error(`${name}: read ${read.result.size} of ${VECTORS} vectors`);
           bulk.push(read.seconds);
-          const loaded = await seconds(() => loadSweepData(store, set, log));
+          const loaded = await timed(() => loadSweepData(store, set, log));
           sweepLoad.push(loaded.seconds);
           // The heads train on what PostgreSQL gave; the SQLite copy holds the same bytes.
           if (name === 'PostgreSQL') {
-            const trained = await seconds(() => trainHeads(loaded.result, runs, SMALL_SWEEP.early_stopping));
+            const trained = await timed(() => trainHeads(loaded.result, runs, SMALL_SWEEP.early_stopping));
             train.push(trained.seconds);
             if (round === 0) {
               const accuracy = trained.result.map((r) => `${(100 * r.val.accuracy).toFixed(1)}%`).join(', ');

@@ -18,14 +18,15 @@ import { ensureFeatureSet, loadVectors, writeBatch } from '../cache/postgres/fea
 import { SCHEMA, migrate } from '../cache/postgres/schema.js';
 import { inTransaction } from '../cache/postgres/transaction.js';
 import { type Cluster, postgresUnavailable, startCluster } from '../test/helpers/postgres-cluster.js';
-import { median } from './machine.js';
+import { median, timed } from './machine.js';
 
 const VECTORS = 20_000;
 const BATCH = 1000;
 const ROUNDS = 3;
 const DIM = 1280;
 
-const SET = {
+/** The feature-set record generated vectors are stored under (give it an `id`). */
+export const BENCH_FEATURE_SET = {
   modelSource: 'bench',
   weightsSha256: '00'.repeat(32),
   architecture: 'mobilenetv2',
@@ -48,11 +49,7 @@ function makeFeatures(round: number) {
 
 type Features = ReturnType<typeof makeFeatures>;
 
-async function seconds(work: () => Promise<unknown> | unknown): Promise<number> {
-  const start = process.hrtime.bigint();
-  await work();
-  return Number(process.hrtime.bigint() - start) / 1e9;
-}
+const seconds = async (work: () => unknown) => (await timed(work)).seconds;
 
 const rate = (s: number) => VECTORS / s;
 const fmt = (values: number[]) => `${Math.round(median(values)).toLocaleString('en-US')} vectors/s (runs: ${values.map((v) => Math.round(v)).join(', ')})`;
@@ -98,8 +95,8 @@ export async function run(): Promise<void> {
       const features = makeFeatures(round);
       const copySet = `bench-copy-${process.pid}-${round}`;
       const unnestSet = `bench-unnest-${process.pid}-${round}`;
-      for (const id of [copySet, unnestSet]) await ensureFeatureSet(pool, { ...SET, id });
-      ensureSqliteSet(sqlite, { ...SET, id: copySet });
+      for (const id of [copySet, unnestSet]) await ensureFeatureSet(pool, { ...BENCH_FEATURE_SET, id });
+      ensureSqliteSet(sqlite, { ...BENCH_FEATURE_SET, id: copySet });
 
       results.copyIn.push(
         rate(
